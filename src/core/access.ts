@@ -1,0 +1,44 @@
+/**
+ * The authenticator decision (PROTOCOL.md, Sequence 8 and Revocation): pure, from a record
+ * and the time. Every front (reverse proxy, forward auth, middleware, Lambda authorizer)
+ * calls this, so there is one definition of "admitted".
+ */
+import type { ConnectionRecord } from './store.ts'
+
+export type DenyReason = 'missing' | 'malformed' | 'unknown' | 'pending' | 'lease-expired'
+
+export type AccessDecision =
+  | { admit: true; record: ConnectionRecord }
+  | { admit: false; reason: DenyReason }
+
+/**
+ * What the authenticator sees of a request. Only the id is used today; the rest is here so
+ * request binding (signed method/path, client address) fits without a new signature.
+ */
+export interface AccessRequest {
+  connectionId: string | undefined
+  method?: string
+  path?: string
+  remoteAddress?: string
+}
+
+/** The `connectionId` header's name (PROTOCOL.md, Sequence 8); HTTP header names are case-insensitive. */
+export const CONNECTION_ID_HEADER = 'connectionid'
+
+// Ids we issue are 22 base64url characters; API Gateway's are base64 with '=' padding.
+const ID_RE = /^[A-Za-z0-9_=+/-]{8,128}$/
+
+/** Cheap shape check so garbage headers never reach the store. */
+export function isPlausibleConnectionId(id: string | undefined): id is string {
+  return id !== undefined && ID_RE.test(id)
+}
+
+export function decideAccess(request: AccessRequest, record: ConnectionRecord | null, now: number): AccessDecision {
+  const id = request.connectionId
+  if (id === undefined || id === '') return { admit: false, reason: 'missing' }
+  if (!isPlausibleConnectionId(id)) return { admit: false, reason: 'malformed' }
+  if (record === null || record.connectionId !== id) return { admit: false, reason: 'unknown' }
+  if (record.expiresAt <= now) return { admit: false, reason: 'lease-expired' }
+  if (record.status !== 'verified') return { admit: false, reason: 'pending' }
+  return { admit: true, record }
+}

@@ -1,0 +1,118 @@
+/**
+ * Decision plus cache. Positive results are cached for `cacheTtlMs` (PROTOCOL.md allows
+ * it), and dropped the moment the store reports the id deleted, so revocation never waits
+ * for the TTL. Negative results are not cached: a pending id must be admitted as soon as it
+ * is verified.
+ */
+import { decideAccess, isPlausibleConnectionId, type AccessDecision, type AccessRequest } from './access.ts'
+import { WsdsError } from './errors.ts'
+import type { ConnectionRecord, Store } from './store.ts'
+
+export interface AuthenticatorOptions {
+  store: Store
+  /** How long an admitted id is trusted without reading the store, ms (default 300000; 0 = no cache). */
+  cacheTtlMs?: number
+  /** Upper bound on cached ids; the oldest are evicted first (default 100000). */
+  maxCacheEntries?: number
+  /** Clock, epoch ms (default Date.now). */
+  now?: () => number
+}
+
+export interface AuthenticatorStats {
+  cacheHits: number
+  cacheMisses: number
+  revocations: number
+  storeErrors: number
+}
+
+export interface Authenticator {
+  /**
+   * Decides on a request. Rejects with `ERR_STORE_UNAVAILABLE` when the store cannot be
+   * read: the caller answers 503, never admits.
+   */
+  check(request: AccessRequest): Promise<AccessDecision>
+  /** Drops a cached id (what a store deletion does). */
+  revoke(connectionId: string): void
+  readonly stats: Readonly<AuthenticatorStats>
+  readonly cacheSize: number
+  /** Unsubscribes from the store. */
+  close(): void
+}
+
+interface CacheEntry {
+  record: ConnectionRecord
+  until: number
+}
+
+export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
+  const { store } = options
+  const cacheTtlMs = options.cacheTtlMs ?? 300_000
+  const maxEntries = options.maxCacheEntries ?? 100_000
+  const now = options.now ?? Date.now
+  if (!Number.isFinite(cacheTtlMs) || cacheTtlMs < 0) {
+    throw new WsdsError('ERR_CONFIG', `cacheTtlMs must be a non-negative number, got ${cacheTtlMs}`)
+  }
+  if (!Number.isInteger(maxEntries) || maxEntries < 1) {
+    throw new WsdsError('ERR_CONFIG', `maxCacheEntries must be a positive integer, got ${maxEntries}`)
+  }
+  // Map keeps insertion order, which is all an oldest-first eviction needs.
+  const cache = new Map<string, CacheEntry>()
+  const stats: AuthenticatorStats = { cacheHits: 0, cacheMisses: 0, revocations: 0, storeErrors: 0 }
+  // Bumped on every deletion and reset: a store read that started before one must not put
+  // a now-revoked id back into the cache when it completes.
+  let epoch = 0
+
+  const revoke = (id: string) => {
+    epoch++
+    if (cache.delete(id)) stats.revocations++
+  }
+  const offDelete = store.onDelete(revoke)
+  const offReset = store.onReset(() => {
+    epoch++
+    cache.clear()
+  })
+
+  return {
+    async check(request) {
+      const id = request.connectionId
+      const t = now()
+      if (cacheTtlMs > 0 && id !== undefined) {
+        const hit = cache.get(id)
+        if (hit !== undefined) {
+          // The lease still bounds a cached entry: a dead owner's id is not admitted past it.
+          if (hit.until > t && hit.record.expiresAt > t) {
+            stats.cacheHits++
+            return { admit: true, record: hit.record }
+          }
+          cache.delete(id)
+        }
+      }
+      if (!isPlausibleConnectionId(id)) return decideAccess(request, null, t)
+      stats.cacheMisses++
+      const started = epoch
+      let record: ConnectionRecord | null
+      try {
+        record = await store.get(id)
+      } catch (cause) {
+        stats.storeErrors++
+        throw new WsdsError('ERR_STORE_UNAVAILABLE', 'the connection store could not be read', { cause })
+      }
+      const decision = decideAccess(request, record, now())
+      if (decision.admit && cacheTtlMs > 0 && started === epoch) {
+        if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string)
+        cache.set(id, { record: decision.record, until: t + cacheTtlMs })
+      }
+      return decision
+    },
+    revoke,
+    stats,
+    get cacheSize() {
+      return cache.size
+    },
+    close() {
+      offDelete()
+      offReset()
+      cache.clear()
+    },
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * Challenge generation and checking (PROTOCOL.md, "What the challenge must achieve").
+ *
+ * A challenge is a small random program over four 32-bit lanes. It absorbs, in a random
+ * order, a few randomly chosen keys of the page's key set, a fresh 128-bit nonce and the
+ * page's `location.hostname`, each with its own randomly drawn round of operations, then
+ * mixes the lanes and prints them as 32 hex digits. A second, smaller program over the
+ * nonce and the hostname alone gives an 8-hex-digit tag that lets the gateway tell a wrong
+ * domain from a wrong key. The answer is `<tag>.<digest>`.
+ *
+ * The server never runs the JavaScript it emits: `createChallenge` interprets the same
+ * program natively to get the expected answer. Only 32-bit integer operations that JS
+ * defines exactly (`Math.imul`, `|0`, `>>>`, `^`) are used, so the browser's result and
+ * the server's agree bit for bit, and nothing needs `crypto.subtle`.
+ */
+import { constantTimeEqual, toHex } from './encoding.ts'
+import type { KeySet } from './keyset.ts'
+import { below, readUint32, type RandomSource } from './random.ts'
+
+/** Keys drawn from the key set per challenge. */
+export const KEYS_PER_CHALLENGE = 4
+export const NONCE_BYTES = 16
+
+// Operation kinds. The first three fold the current character `t` into a lane.
+const XOR_CHAR = 0
+const MUL_CHAR = 1
+const ADD_CHAR = 2
+const ROTATE = 3
+const ADD_LANE = 4
+const XOR_LANE = 5
+const XOR_SHIFT = 6
+const MUL_CONST = 7
+
+interface Op {
+  kind: number
+  a: number
+  b: number
+  /** Rotation or shift amount, 1..31. */
+  r: number
+  /** Odd 32-bit multiplier (as int32). */
+  k: number
+}
+
+type Input = { key: number } | { nonce: true } | { host: true }
+
+interface Step {
+  input: Input
+  ops: Op[]
+}
+
+interface Program {
+  seed: [number, number, number, number]
+  steps: Step[]
+  final: Op[]
+  tagSeed: [number, number]
+  tagOps: Op[]
+}
+
+export interface CreateChallengeOptions {
+  keySet: KeySet
+  /** Hostname of the upgrade's Origin; the answer must have been computed on this host. */
+  hostname: string
+  random: RandomSource
+}
+
+export interface Challenge {
+  /** Source of one function expression, sent in the `challenge` frame. */
+  code: string
+  /** What the answer's `result` must equal; keep it server-side only. */
+  expected: string
+}
+
+export type AnswerCheck = { ok: true } | { ok: false; reason: 'wrong-answer' | 'bad-domain' }
+
+/** Draws a fresh challenge: random keys, nonce, program shape and identifiers. */
+export function createChallenge(options: CreateChallengeOptions): Challenge {
+  const { keySet, hostname, random } = options
+  const draws = new Drawer(random)
+  const nonce = toHex(random.bytes(NONCE_BYTES))
+  const program = drawProgram(draws, keySet.keys.length)
+  const expected = runProgram(program, keySet.keys, nonce, hostname)
+  const code = emitProgram(program, nonce, draws)
+  return { code, expected }
+}
+
+/**
+ * Compares an answer's `result` with the expected value in constant time. Shape errors and
+ * digest mismatches are `wrong-answer`; a well-formed answer whose domain tag differs is
+ * `bad-domain`.
+ */
+export function checkAnswer(expected: string, result: unknown): AnswerCheck {
+  if (typeof result !== 'string' || result.length !== expected.length) return { ok: false, reason: 'wrong-answer' }
+  const tagOk = constantTimeEqual(result.slice(0, 8), expected.slice(0, 8))
+  const digestOk = constantTimeEqual(result.slice(8), expected.slice(8))
+  if (tagOk && digestOk) return { ok: true }
+  return { ok: false, reason: tagOk ? 'wrong-answer' : 'bad-domain' }
+}
+
+/** Hands out 32-bit draws from one batch of random bytes. */
+class Drawer {
+  #random: RandomSource
+  #bytes: Uint8Array = new Uint8Array(0)
+  #next = 0
+  constructor(random: RandomSource) {
+    this.#random = random
+  }
+  u32(): number {
+    if (this.#next * 4 >= this.#bytes.length) {
+      this.#bytes = this.#random.bytes(256)
+      this.#next = 0
+    }
+    return readUint32(this.#bytes, this.#next++)
+  }
+  int(n: number): number {
+    return below(this.u32(), n)
+  }
+}
+
+function drawOp(d: Drawer, kinds: readonly number[], lanes: number): Op {
+  const bits = d.u32()
+  const kind = kinds[below(bits, kinds.length)]!
+  const a = (bits >>> 3) % lanes
+  // b is a different lane than a, so lane-to-lane ops never degenerate (a^=a is zero).
+  const b = (a + 1 + ((bits >>> 6) % (lanes - 1))) % lanes
+  const r = 1 + ((bits >>> 9) % 31)
+  const k = (d.u32() | 1) | 0
+  return { kind, a, b, r, k }
+}
+
+const CHAR_KINDS = [XOR_CHAR, MUL_CHAR, ADD_CHAR] as const
+const MIX_KINDS = [ROTATE, ADD_LANE, XOR_LANE, XOR_SHIFT, MUL_CONST] as const
+const ANY_KINDS = [...CHAR_KINDS, ...MIX_KINDS] as const
+
+function drawRound(d: Drawer, lanes: number): Op[] {
+  // One character op first so every character counts, then 2-4 more ops of any kind, with
+  // at least one that mixes lanes so a character spreads beyond the lane it landed in.
+  const ops = [drawOp(d, CHAR_KINDS, lanes), drawOp(d, [MUL_CHAR, ADD_CHAR], lanes)]
+  const extra = 1 + d.int(3)
+  for (let i = 0; i < extra; i++) ops.push(drawOp(d, ANY_KINDS, lanes))
+  ops.push(drawOp(d, [ADD_LANE, XOR_LANE], lanes))
+  return ops
+}
+
+function drawProgram(d: Drawer, keyCount: number): Program {
+  const inputs: Input[] = [{ nonce: true }, { host: true }]
+  for (let i = 0; i < KEYS_PER_CHALLENGE; i++) inputs.push({ key: d.int(keyCount) })
+  // Fisher-Yates: the order in which inputs are absorbed is part of the polymorphism.
+  for (let i = inputs.length - 1; i > 0; i--) {
+    const j = d.int(i + 1)
+    ;[inputs[i], inputs[j]] = [inputs[j]!, inputs[i]!]
+  }
+  const steps = inputs.map((input) => ({ input, ops: drawRound(d, 4) }))
+  const final: Op[] = []
+  // Finalization: every lane gets a multiply, a shift-xor and a neighbour, twice, so each
+  // output bit depends on every lane (an avalanche, with drawn constants).
+  for (let round = 0; round < 2; round++) {
+    for (let lane = 0; lane < 4; lane++) {
+      const k = (d.u32() | 1) | 0
+      const r = 13 + d.int(6)
+      final.push({ kind: XOR_SHIFT, a: lane, b: 0, r, k: 0 })
+      final.push({ kind: MUL_CONST, a: lane, b: 0, r: 0, k })
+      final.push({ kind: ADD_LANE, a: lane, b: (lane + 1 + round) % 4, r: 0, k: 0 })
+    }
+  }
+  const tagOps = [...drawRound(d, 2), { kind: XOR_SHIFT, a: 0, b: 0, r: 15, k: 0 }]
+  return {
+    seed: [d.u32() | 0, d.u32() | 0, d.u32() | 0, d.u32() | 0],
+    steps,
+    final,
+    tagSeed: [d.u32() | 0, d.u32() | 0],
+    tagOps,
+  }
+}
+
+// --- native interpreter (server side) ---------------------------------------------------
+
+function apply(s: number[], op: Op, t: number): void {
+  const a = op.a
+  switch (op.kind) {
+    case XOR_CHAR:
+      s[a] = s[a]! ^ t
+      break
+    case MUL_CHAR:
+      s[a] = Math.imul(s[a]! ^ t, op.k)
+      break
+    case ADD_CHAR:
+      s[a] = (s[a]! + Math.imul(t, op.k)) | 0
+      break
+    case ROTATE:
+      s[a] = (s[a]! << op.r) | (s[a]! >>> (32 - op.r))
+      break
+    case ADD_LANE:
+      s[a] = (s[a]! + s[op.b]!) | 0
+      break
+    case XOR_LANE:
+      s[a] = s[a]! ^ s[op.b]!
+      break
+    case XOR_SHIFT:
+      s[a] = s[a]! ^ (s[a]! >>> op.r)
+      break
+    case MUL_CONST:
+      s[a] = Math.imul(s[a]!, op.k)
+      break
+  }
+}
+
+function absorb(s: number[], text: string, ops: readonly Op[]): void {
+  for (let j = 0; j < text.length; j++) {
+    const t = text.charCodeAt(j)
+    for (const op of ops) apply(s, op, t)
+  }
+}
+
+function hex32(n: number): string {
+  return (n >>> 0).toString(16).padStart(8, '0')
+}
+
+function runProgram(p: Program, keys: readonly string[], nonce: string, hostname: string): string {
+  const s = [...p.seed]
+  for (const step of p.steps) {
+    const text = 'key' in step.input ? keys[step.input.key]! : 'nonce' in step.input ? nonce : hostname
+    absorb(s, text, step.ops)
+  }
+  for (const op of p.final) apply(s, op, 0)
+  const tag = [...p.tagSeed]
+  absorb(tag, nonce, p.tagOps)
+  absorb(tag, hostname, p.tagOps)
+  return hex32(tag[0]! ^ tag[1]!) + '.' + s.map(hex32).join('')
+}
+
+// --- emitter (client side source) -------------------------------------------------------
+
+// No 'd' or 'i': two-letter names must never form a keyword (do, if, in).
+const NAME_POOL = 'abcefgjmnopqrsuvwyzABCDEFGHJKLMNPQRSTUVWXYZ'
+
+function emitOp(op: Op, lane: readonly string[], t: string): string {
+  const A = lane[op.a]!
+  const B = lane[op.b]!
+  switch (op.kind) {
+    case XOR_CHAR:
+      return `${A}^=${t};`
+    case MUL_CHAR:
+      return `${A}=Math.imul(${A}^${t},${op.k});`
+    case ADD_CHAR:
+      return `${A}=(${A}+Math.imul(${t},${op.k}))|0;`
+    case ROTATE:
+      return `${A}=(${A}<<${op.r})|(${A}>>>${32 - op.r});`
+    case ADD_LANE:
+      return `${A}=(${A}+${B})|0;`
+    case XOR_LANE:
+      return `${A}^=${B};`
+    case XOR_SHIFT:
+      return `${A}^=${A}>>>${op.r};`
+    default:
+      return `${A}=Math.imul(${A},${op.k});`
+  }
+}
+
+function emitProgram(p: Program, nonce: string, d: Drawer): string {
+  // Fresh identifiers per challenge: nothing in the source is stable enough to pattern-match.
+  const pool = NAME_POOL.split('')
+  const names: string[] = []
+  for (let i = 0; i < 12; i++) names.push(pool.splice(d.int(pool.length), 1)[0]! + 'abcdefghijklmnopqrstuvwxyz'[d.int(26)]!)
+  const [arg, keys, host, text, idx, t, tg0, tg1, ...rest] = names as [string, string, string, string, string, string, string, string, ...string[]]
+  const lanes = rest.slice(0, 4)
+  const tagLanes = [tg0, tg1]
+  // One absorb loop per step, inlined with its own ops: the program is data-driven on the
+  // server, but in the browser it is straight-line code that differs every time.
+  const loop = (source: string, ops: readonly Op[], target: readonly string[]) =>
+    `${text}=${source};for(${idx}=0;${idx}<${text}.length;${idx}++){${t}=${text}.charCodeAt(${idx});${ops.map((op) => emitOp(op, target, t)).join('')}}`
+  let body = `var ${keys}=${arg}.keys,${host}=String(location.hostname),${text},${idx},${t}`
+  p.seed.forEach((v, i) => (body += `,${lanes[i]}=${v}`))
+  p.tagSeed.forEach((v, i) => (body += `,${tagLanes[i]}=${v}`))
+  body += ';'
+  for (const step of p.steps) {
+    const source = 'key' in step.input ? `${keys}[${step.input.key}]` : 'nonce' in step.input ? `"${nonce}"` : host
+    body += loop(source, step.ops, lanes)
+  }
+  body += p.final.map((op) => emitOp(op, lanes, '0')).join('')
+  body += loop(`"${nonce}"`, p.tagOps, tagLanes)
+  body += loop(host, p.tagOps, tagLanes)
+  const hex = (v: string) => `("0000000"+((${v})>>>0).toString(16)).slice(-8)`
+  body += `return ${hex(`${tagLanes[0]}^${tagLanes[1]}`)}+"."+${lanes.map(hex).join('+')};`
+  return `function(${arg}){${body}}`
+}

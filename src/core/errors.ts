@@ -1,0 +1,43 @@
+/**
+ * One error class for the whole project, with a `code` from a literal union so callers can
+ * `switch` on it. Wire reasons (PROTOCOL.md "outcome") are reused as codes where they apply.
+ * Expected protocol outcomes are values, not throws: these are for misuse, bad configuration
+ * and infrastructure failures.
+ */
+export type WsdsErrorCode =
+  // wire-level outcomes (PROTOCOL.md, Sequence 7), used by the client SDK's `ready` rejection
+  | 'wrong-answer'
+  | 'bad-token'
+  | 'bad-domain'
+  | 'stale-keyset'
+  | 'timeout'
+  | 'unsupported-version'
+  | 'bad-message'
+  // configuration and infrastructure
+  | 'ERR_CONFIG'
+  | 'ERR_KEYSET'
+  | 'ERR_STORE_UNAVAILABLE'
+  | 'ERR_CLOSED'
+  | 'ERR_CONNECT'
+
+export interface WsdsErrorOptions {
+  cause?: unknown
+  /** WebSocket close code that goes with this error, when there is one. */
+  closeCode?: number
+}
+
+export class WsdsError extends Error {
+  override readonly name = 'WsdsError'
+  readonly code: WsdsErrorCode
+  readonly closeCode: number | undefined
+
+  constructor(code: WsdsErrorCode, message: string, options: WsdsErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.closeCode = options.closeCode
+  }
+}
+
+export function isWsdsError(value: unknown, code?: WsdsErrorCode): value is WsdsError {
+  return value instanceof WsdsError && (code === undefined || value.code === code)
+}

@@ -1,0 +1,202 @@
+/**
+ * The per-connection state machine (PROTOCOL.md, Sequence 3-7): pending -> verified, or
+ * rejected / timed out -> closed. Pure: it returns what to do and the transport does it, so
+ * the ws gateway, the Lambda handlers and the tests all run the same rules.
+ */
+import { checkAnswer, createChallenge } from './challenge.ts'
+import { constantTimeEqual, toBase64Url } from './encoding.ts'
+import type { KeyRing } from './keyring.ts'
+import {
+  CloseCode,
+  PROTOCOL_VERSION,
+  closeCodeFor,
+  parseClientMessage,
+  type RejectReason,
+  type ServerMessage,
+} from './protocol.ts'
+import type { RandomSource } from './random.ts'
+
+export type Phase = 'pending' | 'verified' | 'closed'
+
+export interface OutstandingChallenge {
+  token: string
+  expected: string
+}
+
+export interface ConnectionState {
+  readonly connectionId: string
+  readonly origin: string
+  /** Hostname of the Origin: the domain the answer must prove. */
+  readonly hostname: string
+  readonly createdAt: number
+  readonly phase: Phase
+  readonly helloSeen: boolean
+  /** Key set named in hello (resolved), used for re-challenges too. */
+  readonly keySetId: string | null
+  readonly outstanding: OutstandingChallenge | null
+  /** When the connection fails if nothing changes; null while verified with nothing outstanding. */
+  readonly deadlineAt: number | null
+  readonly badFrames: number
+}
+
+export type LifecycleEvent =
+  | { type: 'text'; text: string }
+  /** A binary frame: not part of the protocol. */
+  | { type: 'binary' }
+  /** The deadline timer fired. */
+  | { type: 'deadline' }
+  /** The gateway wants a fresh challenge on a verified connection. */
+  | { type: 'rechallenge' }
+
+export type Action =
+  | { type: 'send'; message: ServerMessage }
+  /** Mark the record verified; the transport completes this before the actions after it. */
+  | { type: 'persist-verified' }
+  | { type: 'close'; code: number; reason: string }
+  /** (Re)arm the deadline timer for epoch ms `at`, or clear it (null). */
+  | { type: 'timer'; at: number | null }
+
+export interface Transition {
+  state: ConnectionState
+  actions: Action[]
+  /** Set when the connection ends, for logs and metrics. */
+  outcome?: RejectReason | 'verified' | 'too-many-bad-frames'
+}
+
+export interface LifecycleContext {
+  now: number
+  keyRing: KeyRing
+  random: RandomSource
+  /** Challenge deadline, ms (PROTOCOL.md default 10000). */
+  timeoutMs: number
+  /** Bad frames tolerated before close 4400 (PROTOCOL.md: at least 3, at most 10). */
+  maxBadFrames?: number
+}
+
+export const DEFAULT_TIMEOUT_MS = 10_000
+export const DEFAULT_MAX_BAD_FRAMES = 10
+const ID_BYTES = 16
+
+/** A fresh 128-bit URL-safe id, for connection ids and tokens (PROTOCOL.md, Sequence 2). */
+export function newId(random: RandomSource): string {
+  return toBase64Url(random.bytes(ID_BYTES))
+}
+
+export interface OpenOptions {
+  connectionId: string
+  origin: string
+  hostname: string
+  now: number
+  timeoutMs: number
+}
+
+/** State of a freshly upgraded socket; the self-hosted deadline counts from the upgrade. */
+export function openConnection(o: OpenOptions): Transition {
+  const state: ConnectionState = {
+    connectionId: o.connectionId,
+    origin: o.origin,
+    hostname: o.hostname,
+    createdAt: o.now,
+    phase: 'pending',
+    helloSeen: false,
+    keySetId: null,
+    outstanding: null,
+    deadlineAt: o.now + o.timeoutMs,
+    badFrames: 0,
+  }
+  return { state, actions: [{ type: 'timer', at: state.deadlineAt }] }
+}
+
+const send = (message: ServerMessage): Action => ({ type: 'send', message })
+
+function reject(state: ConnectionState, reason: RejectReason, prefix: Action[] = []): Transition {
+  return {
+    state: { ...state, phase: 'closed', outstanding: null, deadlineAt: null },
+    actions: [
+      ...prefix,
+      { type: 'timer', at: null },
+      send({ type: 'rejected', reason }),
+      { type: 'close', code: closeCodeFor(reason), reason },
+    ],
+    outcome: reason,
+  }
+}
+
+function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[]): Transition {
+  const keySet = ctx.keyRing.resolve(keySetId)
+  if (keySet === null) return reject(state, 'stale-keyset', prefix)
+  const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random })
+  const token = newId(ctx.random)
+  return {
+    state: { ...state, keySetId, outstanding: { token, expected: challenge.expected }, deadlineAt },
+    actions: [
+      ...prefix,
+      send({ type: 'challenge', token, code: challenge.code, expiresInMs: Math.max(0, deadlineAt - ctx.now) }),
+      { type: 'timer', at: deadlineAt },
+    ],
+  }
+}
+
+function badMessage(state: ConnectionState, ctx: LifecycleContext, message: string): Transition {
+  const badFrames = state.badFrames + 1
+  const next = { ...state, badFrames }
+  const actions: Action[] = [send({ type: 'error', code: 'bad-message', message })]
+  if (badFrames > (ctx.maxBadFrames ?? DEFAULT_MAX_BAD_FRAMES)) {
+    return {
+      state: { ...next, phase: 'closed', outstanding: null, deadlineAt: null },
+      actions: [...actions, { type: 'timer', at: null }, { type: 'close', code: CloseCode.badMessages, reason: 'too many bad messages' }],
+      outcome: 'too-many-bad-frames',
+    }
+  }
+  return { state: next, actions }
+}
+
+export function transition(state: ConnectionState, event: LifecycleEvent, ctx: LifecycleContext): Transition {
+  // Frames ws already buffered can still arrive after we decided to close: ignore them.
+  if (state.phase === 'closed') return { state, actions: [] }
+  switch (event.type) {
+    case 'binary':
+      return badMessage(state, ctx, 'binary frames are not part of the protocol')
+    case 'deadline':
+      if (state.deadlineAt === null || ctx.now < state.deadlineAt) return { state, actions: [] }
+      return reject(state, 'timeout')
+    case 'rechallenge':
+      if (state.phase !== 'verified' || state.keySetId === null) return { state, actions: [] }
+      return issueChallenge(state, ctx, state.keySetId, ctx.now + ctx.timeoutMs, [])
+    case 'text':
+      break
+  }
+  const parsed = parseClientMessage(event.text)
+  if (!parsed.ok) return badMessage(state, ctx, parsed.error)
+  const message = parsed.message
+  switch (message.action) {
+    case 'ping':
+      return { state, actions: [send({ type: 'pong' })] }
+    case 'hello': {
+      if (state.helloSeen) return badMessage(state, ctx, 'hello was already received on this connection')
+      if (message.v !== PROTOCOL_VERSION) return reject(state, 'unsupported-version')
+      const seen = { ...state, helloSeen: true }
+      const connection = send({ type: 'connection', connectionId: state.connectionId })
+      const keySet = ctx.keyRing.resolve(message.keySet)
+      if (keySet === null) return reject(seen, 'stale-keyset', [connection])
+      if (state.deadlineAt !== null && ctx.now >= state.deadlineAt) return reject(seen, 'timeout', [connection])
+      return issueChallenge(seen, ctx, keySet.id, state.deadlineAt ?? ctx.now + ctx.timeoutMs, [connection])
+    }
+    case 'answer': {
+      const outstanding = state.outstanding
+      // Any token but the outstanding one, on any phase, is fatal: a real client never sends it.
+      if (outstanding === null || !constantTimeEqual(message.token, outstanding.token)) return reject(state, 'bad-token')
+      const check = checkAnswer(outstanding.expected, message.result)
+      if (!check.ok) return reject(state, check.reason)
+      return {
+        state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null },
+        actions: [
+          { type: 'timer', at: null },
+          { type: 'persist-verified' },
+          send({ type: 'verified', connectionId: state.connectionId }),
+        ],
+        outcome: 'verified',
+      }
+    }
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Plain integer counters for the gateway. The handshake path only increments fields; the
+ * metrics adapter copies them into Prometheus at scrape time, which keeps a histogram or a
+ * label lookup off the hot path.
+ */
+import type { RejectReason } from '../core/protocol.ts'
+
+export type RefusalReason = 'origin' | 'rate-limit' | 'store-unavailable' | 'shutting-down'
+export type Outcome = RejectReason | 'verified' | 'too-many-bad-frames'
+
+export interface GatewayStats {
+  upgradesAccepted: number
+  upgradesRefused: Record<RefusalReason, number>
+  challengesIssued: number
+  outcomes: Record<Outcome, number>
+  badFrames: number
+  oversizedFrames: number
+  closed: number
+  storeErrors: number
+}
+
+export function createGatewayStats(): GatewayStats {
+  return {
+    upgradesAccepted: 0,
+    upgradesRefused: { origin: 0, 'rate-limit': 0, 'store-unavailable': 0, 'shutting-down': 0 },
+    challengesIssued: 0,
+    outcomes: {
+      verified: 0,
+      'wrong-answer': 0,
+      'bad-token': 0,
+      'bad-domain': 0,
+      'stale-keyset': 0,
+      timeout: 0,
+      'unsupported-version': 0,
+      'too-many-bad-frames': 0,
+    },
+    badFrames: 0,
+    oversizedFrames: 0,
+    closed: 0,
+    storeErrors: 0,
+  }
+}

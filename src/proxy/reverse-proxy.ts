@@ -1,0 +1,107 @@
+/**
+ * Streaming reverse proxy to one upstream: request and response bodies are piped, never
+ * buffered, so uploads and downloads of any size pass with constant memory.
+ */
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { WsdsError } from '../core/errors.ts'
+import { sendJson } from './http-auth.ts'
+
+export interface ReverseProxyOptions {
+  /** Base URL of the upstream; its path is prefixed to the forwarded path. */
+  upstream: string | URL
+  /** Prefix removed from the incoming path before forwarding (e.g. '/api'). */
+  stripPrefix?: string
+  /** Upstream sockets kept open per proxy (default 256). */
+  maxSockets?: number
+  /** Upstream response timeout, ms (default 30000). */
+  timeoutMs?: number
+}
+
+export type ProxyHandler = (req: IncomingMessage, res: ServerResponse, extraHeaders?: Record<string, string>) => void
+
+// RFC 9110 7.6.1: connection-specific fields are for one hop only.
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+function forwardHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  const named = String(headers.connection ?? '')
+    .toLowerCase()
+    .split(',')
+    .map((s) => s.trim())
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || HOP_BY_HOP.has(name) || named.includes(name)) continue
+    out[name] = value
+  }
+  return out
+}
+
+export function createReverseProxy(options: ReverseProxyOptions): ProxyHandler {
+  let base: URL
+  try {
+    base = new URL(options.upstream)
+  } catch (cause) {
+    throw new WsdsError('ERR_CONFIG', `upstream "${String(options.upstream)}" is not a URL`, { cause })
+  }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') {
+    throw new WsdsError('ERR_CONFIG', `upstream "${base.href}" must be http: or https:`)
+  }
+  const isHttps = base.protocol === 'https:'
+  const maxSockets = options.maxSockets ?? 256
+  const agent = isHttps ? new HttpsAgent({ keepAlive: true, maxSockets }) : new HttpAgent({ keepAlive: true, maxSockets })
+  const send = isHttps ? httpsRequest : httpRequest
+  const basePath = base.pathname.replace(/\/$/, '')
+  const strip = options.stripPrefix ?? ''
+  const timeoutMs = options.timeoutMs ?? 30_000
+
+  return (req, res, extraHeaders) => {
+    let path = req.url ?? '/'
+    if (strip !== '' && path.startsWith(strip)) path = path.slice(strip.length)
+    if (!path.startsWith('/')) path = '/' + path
+    const headers = forwardHeaders(req.headers)
+    const remote = req.socket.remoteAddress ?? ''
+    const prior = req.headers['x-forwarded-for']
+    headers['x-forwarded-for'] = prior ? `${String(prior)}, ${remote}` : remote
+    headers['x-forwarded-proto'] ??= 'encrypted' in req.socket ? 'https' : 'http'
+    if (req.headers.host !== undefined) headers['x-forwarded-host'] ??= req.headers.host
+    headers.host = base.host
+    if (extraHeaders) Object.assign(headers, extraHeaders)
+
+    const upstreamReq = send({
+      protocol: base.protocol,
+      hostname: base.hostname,
+      port: base.port,
+      method: req.method,
+      path: basePath + path,
+      headers,
+      agent,
+      timeout: timeoutMs,
+    })
+    upstreamReq.on('response', (upstreamRes) => {
+      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers))
+      upstreamRes.pipe(res)
+      upstreamRes.on('error', () => res.destroy())
+    })
+    upstreamReq.on('timeout', () => upstreamReq.destroy(new Error('upstream timeout')))
+    upstreamReq.on('error', () => {
+      if (!res.headersSent) sendJson(res, 502, '{"error":"bad-gateway"}')
+      else res.destroy()
+    })
+    // A client that goes away must not leave the upstream request running.
+    res.on('close', () => {
+      if (!res.writableFinished) upstreamReq.destroy()
+    })
+    req.pipe(upstreamReq)
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * Configuration for every way to start WSDS, by the names PROTOCOL.md fixes ("Limits and
+ * defaults"): environment variables, each overridable by a CLI flag. Everything is
+ * validated here, once, with a message naming the variable and the bad value.
+ */
+import { readFileSync } from 'node:fs'
+import { WsdsError } from '../core/errors.ts'
+import { parseKeySet, type KeySet } from '../core/keyset.ts'
+import { normalizeOrigin } from '../gateway/origin.ts'
+
+export interface ServerConfig {
+  port: number
+  host: string
+  allowedOrigins: string[]
+  /** Key sets from WSDS_KEYS_FILE, current first; empty = generate an ephemeral set. */
+  keySets: KeySet[]
+  challengeTimeoutMs: number
+  authCacheTtlMs: number
+  /** Upgrades per second per client address; null = off. */
+  rateLimit: number | null
+  store: string
+  leaseMs: number
+  /** URL of the protected service; null = the built-in demo greeting service. */
+  upstream: string | null
+  demo: boolean
+  maxPayloadBytes: number
+  trustProxy: boolean
+  metricsToken: string | null
+  logLevel: string
+}
+
+interface Setting {
+  env: string
+  flag: string
+  help: string
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { env: 'PORT', flag: '--port', help: 'TCP port (default 8080)' },
+  { env: 'HOST', flag: '--host', help: 'listen address (default 127.0.0.1)' },
+  { env: 'WSDS_ALLOWED_ORIGINS', flag: '--allowed-origins', help: 'comma-separated origins (default http://localhost:PORT,http://127.0.0.1:PORT)' },
+  { env: 'WSDS_KEYS_FILE', flag: '--keys-file', help: 'comma-separated key set files, current first (default: ephemeral set)' },
+  { env: 'WSDS_CHALLENGE_TIMEOUT_MS', flag: '--challenge-timeout-ms', help: 'challenge deadline from the upgrade (default 10000)' },
+  { env: 'WSDS_AUTH_CACHE_TTL_MS', flag: '--auth-cache-ttl-ms', help: 'authenticator positive cache TTL, 0 = off (default 300000)' },
+  { env: 'WSDS_RATE_LIMIT', flag: '--rate-limit', help: 'upgrades per second per address (burst 2x), or off (default 200)' },
+  { env: 'WSDS_STORE', flag: '--store', help: 'connection store: memory (default)' },
+  { env: 'WSDS_LEASE_MS', flag: '--lease-ms', help: 'record lease renewed by the owning node (default 30000)' },
+  { env: 'WSDS_UPSTREAM', flag: '--upstream', help: 'protected service URL for /api/* (default: demo greeting service)' },
+  { env: 'WSDS_DEMO', flag: '--demo', help: 'serve the demo page and its key set at / (on|off, default on)' },
+  { env: 'WSDS_MAX_PAYLOAD_BYTES', flag: '--max-payload-bytes', help: 'largest WebSocket message (default 16384)' },
+  { env: 'WSDS_TRUST_PROXY', flag: '--trust-proxy', help: 'believe X-Forwarded-For (on|off, default off)' },
+  { env: 'WSDS_METRICS_TOKEN', flag: '--metrics-token', help: 'bearer token required by /metrics (default: none)' },
+  { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
+]
+
+const bad = (name: string, value: string, why: string): never => {
+  throw new WsdsError('ERR_CONFIG', `${name}=${JSON.stringify(value)}: ${why}`)
+}
+
+function int(name: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value.trim())) bad(name, value, `must be a whole number in [${min}, ${max}]`)
+  const n = Number(value)
+  if (n < min || n > max) bad(name, value, `must be in [${min}, ${max}]`)
+  return n
+}
+
+function bool(name: string, value: string): boolean {
+  const v = value.trim().toLowerCase()
+  if (['1', 'true', 'on', 'yes'].includes(v)) return true
+  if (['0', 'false', 'off', 'no'].includes(v)) return false
+  return bad(name, value, 'must be on or off')
+}
+
+/** Parses `--name value` / `--name=value` / `--no-name` flags into env-named values. */
+export function flagsToEnv(argv: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  const byFlag = new Map(SETTINGS.map((s) => [s.flag, s.env]))
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const eq = arg.indexOf('=')
+    let flag = eq === -1 ? arg : arg.slice(0, eq)
+    let value: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1)
+    if (value === undefined && flag.startsWith('--no-') && byFlag.has('--' + flag.slice(5))) {
+      flag = '--' + flag.slice(5)
+      value = 'off'
+    }
+    const env = byFlag.get(flag)
+    if (env === undefined) throw new WsdsError('ERR_CONFIG', `unknown option ${flag} (see wsds serve --help)`)
+    if (value === undefined) {
+      const next = argv[i + 1]
+      if (next === undefined || next.startsWith('--')) {
+        if (flag === '--demo' || flag === '--trust-proxy') value = 'on'
+        else throw new WsdsError('ERR_CONFIG', `option ${flag} needs a value`)
+      } else {
+        value = next
+        i++
+      }
+    }
+    out[env] = value
+  }
+  return out
+}
+
+export function loadKeySetFile(path: string): KeySet {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (cause) {
+    throw new WsdsError('ERR_CONFIG', `WSDS_KEYS_FILE: cannot read ${path}: ${(cause as Error).message}`, { cause })
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (cause) {
+    throw new WsdsError('ERR_CONFIG', `WSDS_KEYS_FILE: ${path} is not JSON`, { cause })
+  }
+  return parseKeySet(json, path)
+}
+
+/** Reads the configuration from the environment with flags on top. Throws ERR_CONFIG. */
+export function loadConfig(env: Record<string, string | undefined>, argv: readonly string[] = []): ServerConfig {
+  const e: Record<string, string | undefined> = { ...env, ...flagsToEnv(argv) }
+  const get = (name: string): string | undefined => {
+    const v = e[name]
+    return v === undefined || v.trim() === '' ? undefined : v
+  }
+  const port = get('PORT') === undefined ? 8080 : int('PORT', get('PORT')!, 0, 65535)
+  const host = get('HOST') ?? '127.0.0.1'
+  const originsText = get('WSDS_ALLOWED_ORIGINS') ?? `http://localhost:${port},http://127.0.0.1:${port}`
+  const allowedOrigins = originsText
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      try {
+        return normalizeOrigin(s)
+      } catch (err) {
+        return bad('WSDS_ALLOWED_ORIGINS', s, (err as Error).message)
+      }
+    })
+  if (allowedOrigins.length === 0) bad('WSDS_ALLOWED_ORIGINS', originsText, 'needs at least one origin')
+  const keyFiles = (get('WSDS_KEYS_FILE') ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
+  const keySets = keyFiles.map(loadKeySetFile)
+  const ids = new Set<string>()
+  for (const ks of keySets) {
+    if (ids.has(ks.id)) bad('WSDS_KEYS_FILE', keyFiles.join(','), `key set id "${ks.id}" appears twice`)
+    ids.add(ks.id)
+  }
+  const rateText = get('WSDS_RATE_LIMIT') ?? '200'
+  const rateLimit = rateText.trim().toLowerCase() === 'off' ? null : int('WSDS_RATE_LIMIT', rateText, 1, 1_000_000)
+  const store = get('WSDS_STORE') ?? 'memory'
+  if (store !== 'memory' && store !== 'memory://') {
+    bad('WSDS_STORE', store, 'supported stores: memory')
+  }
+  const upstream = get('WSDS_UPSTREAM') ?? null
+  if (upstream !== null) {
+    let url: URL | undefined
+    try {
+      url = new URL(upstream)
+    } catch {
+      bad('WSDS_UPSTREAM', upstream, 'must be an http(s) URL')
+    }
+    if (url && url.protocol !== 'http:' && url.protocol !== 'https:') bad('WSDS_UPSTREAM', upstream, 'must be an http(s) URL')
+  }
+  const logLevel = get('WSDS_LOG_LEVEL') ?? 'info'
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
+    bad('WSDS_LOG_LEVEL', logLevel, 'must be debug, info, warn, error or silent')
+  }
+  return {
+    port,
+    host,
+    allowedOrigins,
+    keySets,
+    challengeTimeoutMs: int('WSDS_CHALLENGE_TIMEOUT_MS', get('WSDS_CHALLENGE_TIMEOUT_MS') ?? '10000', 100, 600_000),
+    authCacheTtlMs: int('WSDS_AUTH_CACHE_TTL_MS', get('WSDS_AUTH_CACHE_TTL_MS') ?? '300000', 0, 86_400_000),
+    rateLimit,
+    store,
+    leaseMs: int('WSDS_LEASE_MS', get('WSDS_LEASE_MS') ?? '30000', 100, 86_400_000),
+    upstream,
+    demo: bool('WSDS_DEMO', get('WSDS_DEMO') ?? 'on'),
+    maxPayloadBytes: int('WSDS_MAX_PAYLOAD_BYTES', get('WSDS_MAX_PAYLOAD_BYTES') ?? '16384', 64, 16 * 1024 * 1024),
+    trustProxy: bool('WSDS_TRUST_PROXY', get('WSDS_TRUST_PROXY') ?? 'off'),
+    metricsToken: get('WSDS_METRICS_TOKEN') ?? null,
+    logLevel,
+  }
+}

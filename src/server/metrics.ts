@@ -1,0 +1,121 @@
+/**
+ * Prometheus exposition. The hot paths count in plain integers (gateway stats, auth stats);
+ * `collect` callbacks copy them into prom-client only when /metrics is scraped.
+ */
+import { Counter, Gauge, Registry } from 'prom-client'
+import type { Authenticator } from '../core/authenticator.ts'
+import type { Gateway } from '../gateway/gateway.ts'
+
+export interface DecisionStats {
+  /** Keyed by result: 'allow', 'deny:<reason>', 'unavailable'. */
+  [result: string]: number
+}
+
+export interface MetricsSources {
+  gateway: Gateway
+  authenticator: Authenticator
+  decisions: DecisionStats
+}
+
+export function createMetricsRegistry(sources: MetricsSources): Registry {
+  const { gateway, authenticator, decisions } = sources
+  const registry = new Registry()
+  registry.setDefaultLabels({ node: gateway.nodeId })
+  const s = gateway.stats
+
+  new Counter({
+    name: 'wsds_upgrades_total',
+    help: 'WebSocket upgrade requests, by result and refusal reason',
+    labelNames: ['result', 'reason'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc({ result: 'accepted', reason: '' }, s.upgradesAccepted)
+      for (const [reason, n] of Object.entries(s.upgradesRefused)) this.inc({ result: 'refused', reason }, n)
+    },
+  })
+  new Counter({
+    name: 'wsds_challenges_issued_total',
+    help: 'Challenges sent, first and re-challenges',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(s.challengesIssued)
+    },
+  })
+  new Counter({
+    name: 'wsds_outcomes_total',
+    help: 'Challenge outcomes: verified, or the rejection reason',
+    labelNames: ['outcome'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      for (const [outcome, n] of Object.entries(s.outcomes)) this.inc({ outcome }, n)
+    },
+  })
+  new Counter({
+    name: 'wsds_bad_messages_total',
+    help: 'Malformed client frames answered with bad-message',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(s.badFrames)
+    },
+  })
+  new Counter({
+    name: 'wsds_auth_decisions_total',
+    help: 'Authenticator decisions by result (allow, deny:<reason>, unavailable)',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      for (const [result, n] of Object.entries(decisions)) this.inc({ result }, n)
+    },
+  })
+  new Counter({
+    name: 'wsds_auth_cache_total',
+    help: 'Authenticator cache lookups by result (hit, miss)',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc({ result: 'hit' }, authenticator.stats.cacheHits)
+      this.inc({ result: 'miss' }, authenticator.stats.cacheMisses)
+    },
+  })
+  new Counter({
+    name: 'wsds_revocations_total',
+    help: 'Cached ids dropped because their record was deleted',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(authenticator.stats.revocations)
+    },
+  })
+  new Counter({
+    name: 'wsds_store_errors_total',
+    help: 'Store operations that failed',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(s.storeErrors + authenticator.stats.storeErrors)
+    },
+  })
+  new Gauge({
+    name: 'wsds_open_sockets',
+    help: 'Open WebSocket connections on this node',
+    registers: [registry],
+    collect() {
+      this.set(gateway.openConnections)
+    },
+  })
+  new Gauge({
+    name: 'wsds_verified_sockets',
+    help: 'Verified WebSocket connections on this node',
+    registers: [registry],
+    collect() {
+      this.set(gateway.verifiedConnections)
+    },
+  })
+  return registry
+}

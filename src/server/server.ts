@@ -1,0 +1,183 @@
+/**
+ * The standalone gateway process: one node:http server carrying the WebSocket endpoint, the
+ * authenticator in front of the protected service, forward auth, health, metrics and the
+ * demo. Everything here is wiring; decisions live in core.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { pino, type Logger } from 'pino'
+import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
+import { createKeyRing } from '../core/keyring.ts'
+import { generateKeySet, type KeySet } from '../core/keyset.ts'
+import { createRandomPool } from '../core/random.ts'
+import type { Store } from '../core/store.ts'
+import { handleGreeting } from '../demo/greeting.ts'
+import { attachGateway, type Gateway } from '../gateway/gateway.ts'
+import { createRateLimiter } from '../gateway/rate-limit.ts'
+import { sendJson, sendRefusal, verdictFor } from '../proxy/http-auth.ts'
+import { createReverseProxy } from '../proxy/reverse-proxy.ts'
+import { createMemoryStore } from '../stores/memory.ts'
+import type { ServerConfig } from './config.ts'
+import { createMetricsRegistry, type DecisionStats } from './metrics.ts'
+
+export interface RunningServer {
+  server: Server
+  gateway: Gateway
+  store: Store
+  authenticator: Authenticator
+  logger: Logger
+  /** The key set pages use when they name none (generated when no file was given). */
+  currentKeySet: KeySet
+  port: number
+  /** http://host:port */
+  url: string
+  close(): Promise<void>
+}
+
+export interface StartOptions {
+  /** Use this store instead of the one the configuration names. */
+  store?: Store
+  logger?: Logger
+}
+
+const API_PREFIX = '/api'
+const AUTH_PATH = '/wsds/auth'
+const WS_PATH = '/wsds'
+
+function pathOf(url: string): string {
+  const q = url.indexOf('?')
+  return q === -1 ? url : url.slice(0, q)
+}
+
+export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = options.logger ?? pino({ level: config.logLevel, base: undefined })
+  const random = createRandomPool()
+  let keySets = config.keySets
+  if (keySets.length === 0) {
+    keySets = [generateKeySet(random)]
+    logger.warn(
+      { event: 'ephemeral-keyset', keySet: keySets[0]!.id },
+      'WSDS_KEYS_FILE is not set: generated an ephemeral key set for this process; only the demo page served here has it',
+    )
+  }
+  const keyRing = createKeyRing(keySets)
+  const store = options.store ?? createMemoryStore()
+  const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
+  const decisions: DecisionStats = { allow: 0, unavailable: 0 }
+  const server = createServer()
+  // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
+  server.keepAliveTimeout = 65_000
+  const gateway = attachGateway(server, {
+    store,
+    keyRing,
+    allowedOrigins: config.allowedOrigins,
+    path: WS_PATH,
+    challengeTimeoutMs: config.challengeTimeoutMs,
+    maxPayloadBytes: config.maxPayloadBytes,
+    leaseMs: config.leaseMs,
+    rateLimiter: config.rateLimit === null ? null : createRateLimiter({ perSecond: config.rateLimit }),
+    trustProxy: config.trustProxy,
+    random,
+    logger,
+  })
+  const registry = createMetricsRegistry({ gateway, authenticator, decisions })
+  const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
+  const demo = config.demo
+    ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: WS_PATH }))
+    : null
+
+  const count = (key: string) => void (decisions[key] = (decisions[key] ?? 0) + 1)
+
+  async function authorize(req: IncomingMessage, res: ServerResponse, onAdmit: (headers: Record<string, string>) => void) {
+    const verdict = await verdictFor(authenticator, req)
+    if (verdict.status === 200) {
+      decisions.allow!++
+      const record = verdict.decision.record
+      onAdmit({ 'x-wsds-connection-id': record.connectionId, 'x-wsds-origin': record.origin })
+      return
+    }
+    if (verdict.status === 503) count('unavailable')
+    else count(`deny:${verdict.decision.reason}`)
+    // A request body we will not read must not be left half-sent on a keep-alive socket.
+    req.resume()
+    sendRefusal(res, verdict)
+  }
+
+  async function onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = pathOf(req.url ?? '/')
+    if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) {
+      return authorize(req, res, (headers) => {
+        if (proxy !== null) return proxy(req, res, headers)
+        req.url = (req.url ?? '/').slice(API_PREFIX.length) || '/'
+        handleGreeting(req, res)
+      })
+    }
+    if (path === AUTH_PATH) {
+      return authorize(req, res, (headers) => {
+        res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
+        res.end()
+      })
+    }
+    if (path === '/healthz') {
+      return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, open: gateway.openConnections }))
+    }
+    if (path === '/metrics') {
+      if (config.metricsToken !== null && req.headers.authorization !== `Bearer ${config.metricsToken}`) {
+        return sendJson(res, 401, '{"error":"unauthorized"}', { 'www-authenticate': 'Bearer' })
+      }
+      const text = await registry.metrics()
+      res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' })
+      res.end(text)
+      return
+    }
+    if (path === WS_PATH) return sendJson(res, 426, '{"error":"upgrade-required"}', { upgrade: 'websocket' })
+    if (demo !== null && demo(req, res)) return
+    sendJson(res, 404, '{"error":"not-found"}')
+  }
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    onRequest(req, res).catch((err: unknown) => {
+      logger.error({ event: 'request-error', error: String(err) }, 'request failed')
+      if (!res.headersSent) sendJson(res, 500, '{"error":"internal"}')
+      else res.destroy()
+    })
+  })
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+    else socket.destroy()
+  })
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const { port } = server.address() as AddressInfo
+  const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host
+  const url = `http://${hostForUrl}:${port}`
+  logger.info(
+    { event: 'listening', url, ws: `${url.replace('http', 'ws')}${WS_PATH}`, origins: config.allowedOrigins, keySets: keyRing.sets.map((k) => k.id), node: gateway.nodeId },
+    'WSDS gateway listening',
+  )
+  return {
+    server,
+    gateway,
+    store,
+    authenticator,
+    logger,
+    currentKeySet: keyRing.current,
+    port,
+    url,
+    async close() {
+      await gateway.close()
+      authenticator.close()
+      await new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      })
+      await store.close()
+    },
+  }
+}
