@@ -54,6 +54,7 @@ interface Program {
   final: Op[]
   tagSeed: [number, number]
   tagOps: Op[]
+  tagFinal: Op[]
 }
 
 export interface CreateChallengeOptions {
@@ -116,10 +117,10 @@ class Drawer {
   }
 }
 
-function drawOp(d: Drawer, kinds: readonly number[], lanes: number): Op {
+function drawOp(d: Drawer, kinds: readonly number[], lanes: number, lane?: number): Op {
   const bits = d.u32()
   const kind = kinds[below(bits, kinds.length)]!
-  const a = (bits >>> 3) % lanes
+  const a = lane ?? (bits >>> 3) % lanes
   // b is a different lane than a, so lane-to-lane ops never degenerate (a^=a is zero).
   const b = (a + 1 + ((bits >>> 6) % (lanes - 1))) % lanes
   const r = 1 + ((bits >>> 9) % 31)
@@ -129,14 +130,20 @@ function drawOp(d: Drawer, kinds: readonly number[], lanes: number): Op {
 
 const CHAR_KINDS = [XOR_CHAR, MUL_CHAR, ADD_CHAR] as const
 const MIX_KINDS = [ROTATE, ADD_LANE, XOR_LANE, XOR_SHIFT, MUL_CONST] as const
-const ANY_KINDS = [...CHAR_KINDS, ...MIX_KINDS] as const
 
+/**
+ * One round, run per character. The character is folded into exactly two different lanes,
+ * once each, and everything after that is a bijection of the state (rotations, odd
+ * multiplies, xor-shifts, adding or xoring another lane). So no draw can make a character
+ * cancel out (as `s ^= t; s = imul(s ^ t, k)` on one lane would): each round is injective
+ * in the character, and every character of every input counts.
+ */
 function drawRound(d: Drawer, lanes: number): Op[] {
-  // One character op first so every character counts, then 2-4 more ops of any kind, with
-  // at least one that mixes lanes so a character spreads beyond the lane it landed in.
-  const ops = [drawOp(d, CHAR_KINDS, lanes), drawOp(d, [MUL_CHAR, ADD_CHAR], lanes)]
+  const first = drawOp(d, CHAR_KINDS, lanes)
+  const ops = [first, drawOp(d, CHAR_KINDS, lanes, (first.a + 1 + d.int(lanes - 1)) % lanes)]
   const extra = 1 + d.int(3)
-  for (let i = 0; i < extra; i++) ops.push(drawOp(d, ANY_KINDS, lanes))
+  for (let i = 0; i < extra; i++) ops.push(drawOp(d, MIX_KINDS, lanes))
+  // At least one lane-to-lane op, so a character spreads beyond the lanes it landed in.
   ops.push(drawOp(d, [ADD_LANE, XOR_LANE], lanes))
   return ops
 }
@@ -162,13 +169,24 @@ function drawProgram(d: Drawer, keyCount: number): Program {
       final.push({ kind: ADD_LANE, a: lane, b: (lane + 1 + round) % 4, r: 0, k: 0 })
     }
   }
-  const tagOps = [...drawRound(d, 2), { kind: XOR_SHIFT, a: 0, b: 0, r: 15, k: 0 }]
+  const tagOps = drawRound(d, 2)
+  const tagFinal: Op[] = []
+  // The tag gets its own avalanche: without it, a final `a ^= b` in the round can drop a
+  // lane from the output, and same-length hostnames collide far more often than 2^-32.
+  for (let round = 0; round < 2; round++) {
+    for (let lane = 0; lane < 2; lane++) {
+      tagFinal.push({ kind: XOR_SHIFT, a: lane, b: 0, r: 13 + d.int(6), k: 0 })
+      tagFinal.push({ kind: MUL_CONST, a: lane, b: 0, r: 0, k: (d.u32() | 1) | 0 })
+      tagFinal.push({ kind: ADD_LANE, a: lane, b: 1 - lane, r: 0, k: 0 })
+    }
+  }
   return {
     seed: [d.u32() | 0, d.u32() | 0, d.u32() | 0, d.u32() | 0],
     steps,
     final,
     tagSeed: [d.u32() | 0, d.u32() | 0],
     tagOps,
+    tagFinal,
   }
 }
 
@@ -225,7 +243,9 @@ function runProgram(p: Program, keys: readonly string[], nonce: string, hostname
   const tag = [...p.tagSeed]
   absorb(tag, nonce, p.tagOps)
   absorb(tag, hostname, p.tagOps)
-  return hex32(tag[0]! ^ tag[1]!) + '.' + s.map(hex32).join('')
+  for (const op of p.tagFinal) apply(tag, op, 0)
+  // Lane 1 is written last, after it has absorbed lane 0: it depends on both.
+  return hex32(tag[1]!) + '.' + s.map(hex32).join('')
 }
 
 // --- emitter (client side source) -------------------------------------------------------
@@ -279,7 +299,8 @@ function emitProgram(p: Program, nonce: string, d: Drawer): string {
   body += p.final.map((op) => emitOp(op, lanes, '0')).join('')
   body += loop(`"${nonce}"`, p.tagOps, tagLanes)
   body += loop(host, p.tagOps, tagLanes)
+  body += p.tagFinal.map((op) => emitOp(op, tagLanes, '0')).join('')
   const hex = (v: string) => `("0000000"+((${v})>>>0).toString(16)).slice(-8)`
-  body += `return ${hex(`${tagLanes[0]}^${tagLanes[1]}`)}+"."+${lanes.map(hex).join('+')};`
+  body += `return ${hex(tagLanes[1]!)}+"."+${lanes.map(hex).join('+')};`
   return `function(${arg}){${body}}`
 }

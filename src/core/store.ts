@@ -4,6 +4,7 @@
  */
 
 export type ConnectionStatus = 'pending' | 'verified'
+export type StoreStatus = 'up' | 'down'
 
 export interface ConnectionRecord {
   connectionId: string
@@ -27,8 +28,11 @@ export interface Store {
   get(connectionId: string): Promise<ConnectionRecord | null>
   /** Deletes a record and tells every `onDelete` listener, on every node that shares the store. */
   delete(connectionId: string): Promise<void>
-  /** Extends the leases of records this node owns, in one batch. */
-  renew(connectionIds: readonly string[], options: { ttlMs: number }): Promise<void>
+  /**
+   * Extends the leases of records this node owns, in batches. Resolves with the ids that
+   * were not found (expired while the store was unreachable), so the owner can rewrite them.
+   */
+  renew(connectionIds: readonly string[], options: { ttlMs: number }): Promise<string[]>
   /** Subscribes to deletions (including other nodes'); returns the unsubscribe function. */
   onDelete(listener: (connectionId: string) => void): () => void
   /**
@@ -36,6 +40,8 @@ export interface Store {
    * a while). Stores that cannot miss deletions never call it.
    */
   onReset(listener: () => void): () => void
+  /** Subscribes to reachability changes, for logs and health; stores that cannot fail never call it. */
+  onStatus(listener: (status: StoreStatus, error?: unknown) => void): () => void
   /** Releases connections and timers. */
   close(): Promise<void>
 }

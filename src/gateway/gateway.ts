@@ -54,6 +54,7 @@ export interface GatewayOptions {
 }
 
 export interface GatewayLogger {
+  debug?(fields: Record<string, unknown>, message: string): void
   warn(fields: Record<string, unknown>, message: string): void
   error(fields: Record<string, unknown>, message: string): void
 }
@@ -144,7 +145,9 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
-    logger?.warn({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
+    // A store outage is logged once by the server when the store reports it, not per upgrade.
+    if (reason === 'store-unavailable') logger?.debug?.({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
+    else logger?.warn({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
     refuseUpgrade(socket, status, reason)
   }
 
@@ -163,10 +166,25 @@ export function createGateway(options: GatewayOptions): Gateway {
       refuse(socket, 403, 'origin', { remote, origin: origin ?? null })
       return true
     }
-    if (rateLimiter !== null && !rateLimiter.take(remote)) {
-      refuse(socket, 429, 'rate-limit', { remote })
+    if (rateLimiter === null) {
+      admit(req, socket, head, origin, hostname, remote)
       return true
     }
+    const allowed = rateLimiter.take(remote)
+    if (allowed === true) admit(req, socket, head, origin, hostname, remote)
+    else if (allowed === false) refuse(socket, 429, 'rate-limit', { remote })
+    else {
+      allowed.then(
+        (ok) => (ok ? admit(req, socket, head, origin, hostname, remote) : refuse(socket, 429, 'rate-limit', { remote })),
+        // A shared limiter that cannot be reached does not decide; the store check that
+        // follows refuses the upgrade if the shared store is down too.
+        () => admit(req, socket, head, origin, hostname, remote),
+      )
+    }
+    return true
+  }
+
+  function admit(req: IncomingMessage, socket: Duplex, head: Buffer, origin: string, hostname: string, remote: string): void {
     const t = now()
     const record: ConnectionRecord = {
       connectionId: newId(random),
@@ -191,7 +209,6 @@ export function createGateway(options: GatewayOptions): Gateway {
         refuse(socket, 503, 'store-unavailable', { remote, error: String(cause) })
       },
     )
-    return true
   }
 
   function accept(ws: WebSocket, record: ConnectionRecord, hostname: string): void {
@@ -282,7 +299,7 @@ export function createGateway(options: GatewayOptions): Gateway {
         // Without the record no authenticator would admit the id: tell the client it failed
         // rather than sending a `verified` that nothing honours.
         stats.storeErrors++
-        logger?.error({ event: 'store-error', op: 'put', error: String(cause) }, 'could not store verified record')
+        logger?.debug?.({ event: 'store-error', op: 'put', error: String(cause) }, 'could not store verified record')
         conn.backlog = null
         conn.state = { ...conn.state, phase: 'closed' }
         conn.ws.close(1011, 'store unavailable')
@@ -294,7 +311,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     const p = store.delete(id).catch((cause: unknown) => {
       // The lease bounds how long a record we could not delete stays admitted.
       stats.storeErrors++
-      logger?.error({ event: 'store-error', op: 'delete', error: String(cause) }, 'could not delete record')
+      logger?.debug?.({ event: 'store-error', op: 'delete', error: String(cause) }, 'could not delete record')
     })
     pendingDeletes.add(p)
     void p.finally(() => pendingDeletes.delete(p))
@@ -315,10 +332,23 @@ export function createGateway(options: GatewayOptions): Gateway {
   // One timer for all leases: a batch per tick, never a command per socket per tick.
   const leaseTimer = setInterval(() => {
     if (conns.size === 0) return
-    store.renew([...conns.keys()], { ttlMs: leaseMs }).catch((cause: unknown) => {
-      stats.storeErrors++
-      logger?.error({ event: 'store-error', op: 'renew', error: String(cause) }, 'could not renew leases')
-    })
+    store.renew([...conns.keys()], { ttlMs: leaseMs }).then(
+      (missing) => {
+        // Records that lapsed while the store was unreachable: this node still holds the
+        // sockets, so it writes them back rather than let live, verified pages lose access.
+        for (const id of missing) {
+          const conn = conns.get(id)
+          if (conn === undefined || conn.backlog !== null) continue
+          const t = now()
+          conn.record = { ...conn.record, expiresAt: t + leaseMs }
+          store.put(conn.record, { ttlMs: leaseMs }).catch(() => void stats.storeErrors++)
+        }
+      },
+      (cause: unknown) => {
+        stats.storeErrors++
+        logger?.debug?.({ event: 'store-error', op: 'renew', error: String(cause) }, 'could not renew leases')
+      },
+    )
   }, Math.max(50, Math.floor(leaseMs / 3)))
   leaseTimer.unref()
 

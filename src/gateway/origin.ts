@@ -15,7 +15,7 @@ export function normalizeOrigin(entry: string): string {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new WsdsError('ERR_CONFIG', `allowed origin "${entry}" must be http: or https:`)
   }
-  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '') {
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
     throw new WsdsError('ERR_CONFIG', `allowed origin "${entry}" must be scheme://host[:port] only`)
   }
   return url.origin

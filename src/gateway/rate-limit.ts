@@ -5,8 +5,8 @@
 import { WsdsError } from '../core/errors.ts'
 
 export interface RateLimiter {
-  /** Takes one token for `key`; false means over the limit (answer 429). */
-  take(key: string): boolean
+  /** Takes one token for `key`; false means over the limit (answer 429). Shared limiters answer async. */
+  take(key: string): boolean | Promise<boolean>
 }
 
 export interface RateLimiterOptions {

@@ -18,7 +18,9 @@ export interface ServerConfig {
   authCacheTtlMs: number
   /** Upgrades per second per client address; null = off. */
   rateLimit: number | null
+  /** 'memory', a redis:// or rediss:// URL, or a dynamodb:// URL. */
   store: string
+  storePrefix: string
   leaseMs: number
   /** URL of the protected service; null = the built-in demo greeting service. */
   upstream: string | null
@@ -41,9 +43,10 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_ALLOWED_ORIGINS', flag: '--allowed-origins', help: 'comma-separated origins (default http://localhost:PORT,http://127.0.0.1:PORT)' },
   { env: 'WSDS_KEYS_FILE', flag: '--keys-file', help: 'comma-separated key set files, current first (default: ephemeral set)' },
   { env: 'WSDS_CHALLENGE_TIMEOUT_MS', flag: '--challenge-timeout-ms', help: 'challenge deadline from the upgrade (default 10000)' },
-  { env: 'WSDS_AUTH_CACHE_TTL_MS', flag: '--auth-cache-ttl-ms', help: 'authenticator positive cache TTL, 0 = off (default 300000)' },
+  { env: 'WSDS_AUTH_CACHE_TTL_MS', flag: '--auth-cache-ttl-ms', help: 'authenticator positive cache TTL, 0 = off (default 300000; 5000 with dynamodb)' },
   { env: 'WSDS_RATE_LIMIT', flag: '--rate-limit', help: 'upgrades per second per address (burst 2x), or off (default 200)' },
-  { env: 'WSDS_STORE', flag: '--store', help: 'connection store: memory (default)' },
+  { env: 'WSDS_STORE', flag: '--store', help: 'memory (default), redis://host:port/db, or dynamodb://table?region=&endpoint=' },
+  { env: 'WSDS_STORE_PREFIX', flag: '--store-prefix', help: 'Redis key prefix, so deployments can share a Redis (default wsds:)' },
   { env: 'WSDS_LEASE_MS', flag: '--lease-ms', help: 'record lease renewed by the owning node (default 30000)' },
   { env: 'WSDS_UPSTREAM', flag: '--upstream', help: 'protected service URL for /api/* (default: demo greeting service)' },
   { env: 'WSDS_DEMO', flag: '--demo', help: 'serve the demo page and its key set at / (on|off, default on)' },
@@ -86,6 +89,7 @@ export function flagsToEnv(argv: readonly string[]): Record<string, string> {
     }
     const env = byFlag.get(flag)
     if (env === undefined) throw new WsdsError('ERR_CONFIG', `unknown option ${flag} (see wsds serve --help)`)
+    if (value !== undefined && value.trim() === '') throw new WsdsError('ERR_CONFIG', `option ${flag} needs a value (${env})`)
     if (value === undefined) {
       const next = argv[i + 1]
       if (next === undefined || next.startsWith('--')) {
@@ -148,10 +152,16 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const rateText = get('WSDS_RATE_LIMIT') ?? '200'
   const rateLimit = rateText.trim().toLowerCase() === 'off' ? null : int('WSDS_RATE_LIMIT', rateText, 1, 1_000_000)
-  const store = get('WSDS_STORE') ?? 'memory'
-  if (store !== 'memory' && store !== 'memory://') {
-    bad('WSDS_STORE', store, 'supported stores: memory')
+  const storeText = get('WSDS_STORE') ?? 'memory'
+  const store = storeText === 'memory://' ? 'memory' : storeText
+  if (store !== 'memory' && !/^(rediss?|dynamodb):\/\/./.test(store)) {
+    bad('WSDS_STORE', store, 'must be memory, redis://host:port/db, rediss://..., or dynamodb://table?region=...')
   }
+  const storePrefix = get('WSDS_STORE_PREFIX') ?? 'wsds:'
+  if (!/^[A-Za-z0-9:_.{}-]{1,64}$/.test(storePrefix)) bad('WSDS_STORE_PREFIX', storePrefix, 'must be 1-64 of [A-Za-z0-9:_.{}-]')
+  // DynamoDB cannot push deletions to other nodes: there the cache TTL is the revocation
+  // bound, so its default favours revocation over read cost.
+  const defaultCacheTtl = store.startsWith('dynamodb:') ? '5000' : '300000'
   const upstream = get('WSDS_UPSTREAM') ?? null
   if (upstream !== null) {
     let url: URL | undefined
@@ -172,9 +182,10 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     allowedOrigins,
     keySets,
     challengeTimeoutMs: int('WSDS_CHALLENGE_TIMEOUT_MS', get('WSDS_CHALLENGE_TIMEOUT_MS') ?? '10000', 100, 600_000),
-    authCacheTtlMs: int('WSDS_AUTH_CACHE_TTL_MS', get('WSDS_AUTH_CACHE_TTL_MS') ?? '300000', 0, 86_400_000),
+    authCacheTtlMs: int('WSDS_AUTH_CACHE_TTL_MS', get('WSDS_AUTH_CACHE_TTL_MS') ?? defaultCacheTtl, 0, 86_400_000),
     rateLimit,
     store,
+    storePrefix,
     leaseMs: int('WSDS_LEASE_MS', get('WSDS_LEASE_MS') ?? '30000', 100, 86_400_000),
     upstream,
     demo: bool('WSDS_DEMO', get('WSDS_DEMO') ?? 'on'),

@@ -13,10 +13,10 @@ import { createRandomPool } from '../core/random.ts'
 import type { Store } from '../core/store.ts'
 import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
-import { createRateLimiter } from '../gateway/rate-limit.ts'
+import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { sendJson, sendRefusal, verdictFor } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
-import { createMemoryStore } from '../stores/memory.ts'
+import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry, type DecisionStats } from './metrics.ts'
 
@@ -35,8 +35,9 @@ export interface RunningServer {
 }
 
 export interface StartOptions {
-  /** Use this store instead of the one the configuration names. */
+  /** Use this store (and limiter) instead of the ones the configuration names. */
   store?: Store
+  rateLimiter?: RateLimiter | null
   logger?: Logger
 }
 
@@ -61,7 +62,20 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     )
   }
   const keyRing = createKeyRing(keySets)
-  const store = options.store ?? createMemoryStore()
+  const opened =
+    options.store === undefined
+      ? await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
+      : null
+  const store = options.store ?? opened!.store
+  const rateLimiter = options.rateLimiter !== undefined ? options.rateLimiter : (opened?.rateLimiter ?? null)
+  // The store says once when it becomes unreachable and once when it is back; requests
+  // failing in between are counted in metrics, not logged one by one.
+  let storeStatus = 'up'
+  store.onStatus((status, error) => {
+    storeStatus = status
+    if (status === 'down') logger.error({ event: 'store-down', error: String(error ?? 'unknown') }, 'connection store unreachable: failing closed (503)')
+    else logger.info({ event: 'store-up' }, 'connection store reachable again')
+  })
   const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
   const decisions: DecisionStats = { allow: 0, unavailable: 0 }
   const server = createServer()
@@ -75,7 +89,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     challengeTimeoutMs: config.challengeTimeoutMs,
     maxPayloadBytes: config.maxPayloadBytes,
     leaseMs: config.leaseMs,
-    rateLimiter: config.rateLimit === null ? null : createRateLimiter({ perSecond: config.rateLimit }),
+    rateLimiter,
     trustProxy: config.trustProxy,
     random,
     logger,
@@ -119,7 +133,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       })
     }
     if (path === '/healthz') {
-      return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, open: gateway.openConnections }))
+      return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
     }
     if (path === '/metrics') {
       if (config.metricsToken !== null && req.headers.authorization !== `Bearer ${config.metricsToken}`) {
@@ -158,7 +172,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${hostForUrl}:${port}`
   logger.info(
-    { event: 'listening', url, ws: `${url.replace('http', 'ws')}${WS_PATH}`, origins: config.allowedOrigins, keySets: keyRing.sets.map((k) => k.id), node: gateway.nodeId },
+    {
+      event: 'listening',
+      url,
+      ws: `${url.replace('http', 'ws')}${WS_PATH}`,
+      origins: config.allowedOrigins,
+      keySets: keyRing.sets.map((k) => k.id),
+      store: opened?.kind ?? 'custom',
+      node: gateway.nodeId,
+    },
     'WSDS gateway listening',
   )
   return {

@@ -50,13 +50,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     async renew(ids, { ttlMs }) {
       const expiresAt = now() + ttlMs
+      const missing: string[] = []
       for (const id of ids) {
         const record = live(id)
         if (record !== null) record.expiresAt = expiresAt
+        else missing.push(id)
       }
+      return missing
     },
     onDelete: (listener) => deletes.add(listener),
     onReset: (listener) => resets.add(listener),
+    // Memory cannot become unreachable.
+    onStatus: () => () => {},
     async close() {
       records.clear()
     },

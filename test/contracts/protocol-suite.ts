@@ -118,7 +118,7 @@ export function protocolSuite(name: string, start: StartTarget): void {
 
     describe('REST authenticator', () => {
       it('answers 401 {"error":"unauthorized"} for a missing, unknown or pending id', async () => {
-        for (const headers of [{}, { connectionId: 'AAAAAAAAAAAAAAAAAAAAAA' }, { connectionId: '!!bad id!!' }]) {
+        for (const headers of [{}, { connectionId: 'AAAAAAAAAAAAAAAAAAAAAA' }, { connectionId: '!!bad id!!' }] as Record<string, string>[]) {
           const res = await rest(headers)
           assert.equal(res.status, 401)
           assert.deepEqual(await res.json(), { error: 'unauthorized' })

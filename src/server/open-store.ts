@@ -1,0 +1,49 @@
+/**
+ * Turns WSDS_STORE into a store (and, for Redis, the shared upgrade limiter). Adapters are
+ * imported on demand so a memory-store process never loads ioredis or the AWS SDK.
+ */
+import type { Store } from '../core/store.ts'
+import { createRateLimiter, type RateLimiter } from '../gateway/rate-limit.ts'
+import { createMemoryStore } from '../stores/memory.ts'
+import type { ServerConfig } from './config.ts'
+
+export interface OpenedStore {
+  store: Store
+  /** Upgrade limiter: shared through Redis when the store is Redis, else per process. */
+  rateLimiter: RateLimiter | null
+  kind: 'memory' | 'redis' | 'dynamodb'
+}
+
+/** How long a starting node waits for Redis before it starts anyway, failing closed. */
+const REDIS_START_WAIT_MS = 5000
+
+export async function openStore(
+  config: Pick<ServerConfig, 'store' | 'storePrefix' | 'rateLimit'>,
+  onSlowStart?: (message: string) => void,
+): Promise<OpenedStore> {
+  const local = () => (config.rateLimit === null ? null : createRateLimiter({ perSecond: config.rateLimit }))
+  if (config.store.startsWith('redis://') || config.store.startsWith('rediss://')) {
+    const { connectRedis, createRedisStore } = await import('../stores/redis.ts')
+    const { createRedisRateLimiter } = await import('../stores/redis-rate-limit.ts')
+    const client = connectRedis(config.store)
+    const store = createRedisStore({ client, prefix: config.storePrefix, closeClient: true })
+    if (!(await store.ready(REDIS_START_WAIT_MS))) {
+      onSlowStart?.(`Redis at ${new URL(config.store).host} is not reachable yet: refusing upgrades (503) until it is`)
+    }
+    const rateLimiter =
+      config.rateLimit === null ? null : createRedisRateLimiter({ client, perSecond: config.rateLimit, prefix: config.storePrefix })
+    return { store, rateLimiter, kind: 'redis' }
+  }
+  if (config.store.startsWith('dynamodb://')) {
+    const { connectDynamoDb, createDynamoDbStore } = await import('../stores/dynamodb.ts')
+    const { client, tableName } = connectDynamoDb(config.store)
+    const store = createDynamoDbStore({ client, tableName })
+    const close = store.close
+    store.close = async () => {
+      await close()
+      client.destroy()
+    }
+    return { store, rateLimiter: local(), kind: 'dynamodb' }
+  }
+  return { store: createMemoryStore(), rateLimiter: local(), kind: 'memory' }
+}
