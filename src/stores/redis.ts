@@ -241,7 +241,6 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
     async close() {
       closed = true
-      for (const conn of [client, subscriber]) conn.off('error', onError)
       const quit = (conn: Redis) => conn.quit().catch(() => conn.disconnect())
       if (ownSubscriber) await quit(subscriber)
       else await subscriber.unsubscribe(channel).catch(() => {})

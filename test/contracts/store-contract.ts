@@ -105,8 +105,10 @@ export function storeContract(name: string, makeStore: () => Promise<StoreFixtur
       const id = freshId()
       const before = now()
       await store.put(rec(id, { expiresAt: 0 }), { ttlMs: LONG_TTL })
-      const after = now()
       const read = await store.get(id)
+      // Stores that keep the lease in the backend (Redis PX) may stamp it at read time, an
+      // upper bound: anywhere between put and read is correct.
+      const after = now()
       assert.ok(read)
       assert.ok(read.expiresAt >= before + LONG_TTL && read.expiresAt <= after + LONG_TTL, `expiresAt ${read.expiresAt - before} ms ahead`)
     })

@@ -1,0 +1,405 @@
+/**
+ * Browser SDK: opens the WSDS socket, answers every challenge, and adds the verified
+ * connectionId to REST calls (PROTOCOL.md, Sequence). No dependencies, and nothing from core
+ * but the pure wire and error modules, so it bundles to a few kilobytes.
+ */
+import { WsdsError, type WsdsErrorCode } from '../core/errors.ts'
+import {
+  PROTOCOL_VERSION,
+  REJECT_REASONS,
+  parseServerMessage,
+  type ChallengeMessage,
+  type ClientMessage,
+  type RejectReason,
+} from '../core/protocol.ts'
+
+export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
+export type { RejectReason } from '../core/protocol.ts'
+
+/** The function a challenge's `code` evaluates to (PROTOCOL.md, Sequence 5). */
+export type ChallengeFunction = (input: { keys: readonly string[] }) => unknown
+
+export interface ReconnectOptions {
+  /** Delay before the first reconnect, ms (default 500); doubles per failed attempt, with jitter. */
+  minDelayMs?: number
+  /** Upper bound of the delay, ms (default 30000). */
+  maxDelayMs?: number
+  /** Reconnects in a row without a verification before giving up (default Infinity). */
+  maxAttempts?: number
+}
+
+/**
+ * The part of a WebSocket the SDK uses. The browser's WebSocket and `ws`'s both fit; the
+ * handler parameters are `any` because the two libraries type their events differently.
+ */
+export interface WebSocketLike {
+  readonly readyState: number
+  send(data: string): void
+  close(code?: number, reason?: string): void
+  onopen: ((event: any) => void) | null
+  onmessage: ((event: any) => void) | null
+  onclose: ((event: any) => void) | null
+  onerror: ((event: any) => void) | null
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+export interface ConnectOptions {
+  /** ws:// or wss:// URL of the gateway's /wsds endpoint; relative URLs resolve against `location` (http -> ws, https -> wss). */
+  url: string
+  /** The key set's keys, bundled with the app; never sent over the socket. */
+  keys: readonly string[]
+  /** Key set id, sent as `hello.keySet` (default: none, the gateway's current set). */
+  keySet?: string
+  /** Reconnect after a close that a new connection can fix (default true: 500 ms doubling to 30 s, unlimited). */
+  reconnect?: boolean | ReconnectOptions
+  /** Interval of `{"action":"ping"}` keep-alives, ms (default 25000; 0 = off). */
+  pingIntervalMs?: number
+  /** Header that carries the connectionId on REST calls (default 'connectionId'). */
+  header?: string
+  /** WebSocket implementation (default globalThis.WebSocket); pass `ws`'s in Node. */
+  WebSocket?: WebSocketConstructor
+  /**
+   * Turns a challenge's source into a function. The default uses `new Function`, which needs
+   * CSP `script-src 'unsafe-eval'`; this hook is where a strict-CSP evaluator will plug in.
+   */
+  evaluate?: (code: string) => ChallengeFunction
+}
+
+export interface CloseInfo {
+  code: number
+  reason: string
+  willReconnect: boolean
+}
+
+export interface SessionEvents {
+  /** The gateway assigned an id; not yet admitted by authenticators. */
+  connection: (connectionId: string) => void
+  /** A challenge arrived (also on a verified connection: re-verification). */
+  challenge: (info: { expiresInMs: number }) => void
+  /** Fires on every `verified`, re-verifications of the same connection included. */
+  verified: (connectionId: string) => void
+  rejected: (reason: RejectReason) => void
+  closed: (info: CloseInfo) => void
+}
+
+export interface WsdsSession {
+  /** Id of the current connection; null while none is open. Changes on every reconnect. */
+  readonly connectionId: string | null
+  /** True while the current connection is verified, re-challenges in progress included. */
+  readonly verified: boolean
+  /**
+   * Resolves with the connectionId on the first `verified`. Rejects only when the session
+   * gives up before that: with the `rejected` reason that ended it, ERR_CONNECT (the socket
+   * never opened), ERR_CLOSED (closed without a reason, or close() was called) or ERR_CONFIG
+   * (the challenge could not be run). With unlimited reconnects it waits across failures.
+   */
+  readonly ready: Promise<string>
+  /**
+   * globalThis.fetch with the connectionId header added, once the current connection is
+   * verified. Rejects with the session's final error if it gives up, and honours init.signal
+   * while waiting.
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>
+  /** Adds a listener; returns a function that removes it. A throwing listener is reported, never propagated. */
+  on<K extends keyof SessionEvents>(event: K, fn: SessionEvents[K]): () => void
+  /** Closes with 1000 and stops reconnecting for good. */
+  close(): void
+}
+
+// Reasons a new connection would only hit again (PROTOCOL.md, Sequence 7): retrying them would
+// hammer the gateway with handshakes bound to fail.
+const PERMANENT = new Set<string>(['stale-keyset', 'unsupported-version', 'bad-domain', 'wrong-answer'])
+const CONNECTING = 0
+const OPEN = 1
+
+// Needs CSP `script-src 'unsafe-eval'`: the challenge is fresh source every time (PROTOCOL.md, "Polymorphic").
+const evaluateWithFunction = (code: string): ChallengeFunction => new Function('return (' + code + ')')()
+
+export function connect(options: ConnectOptions): WsdsSession {
+  const url = resolveUrl(options.url)
+  const keys = checkKeys(options.keys)
+  const SocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+  if (typeof SocketImpl !== 'function') {
+    throw configError('WebSocket', SocketImpl, 'no implementation (in Node pass `ws`), got')
+  }
+  const Socket: WebSocketConstructor = SocketImpl
+  const keySet = options.keySet
+  if (keySet !== undefined && (typeof keySet !== 'string' || keySet === '')) throw configError('keySet', keySet)
+  const header = options.header ?? 'connectionId'
+  if (typeof header !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) throw configError('header', header)
+  const pingIntervalMs = options.pingIntervalMs ?? 25000
+  if (!(pingIntervalMs >= 0 && pingIntervalMs < 2 ** 31)) throw configError('pingIntervalMs', pingIntervalMs)
+  const backoff = reconnectPolicy(options.reconnect)
+  const evaluate = options.evaluate ?? evaluateWithFunction
+
+  const listeners: { [K in keyof SessionEvents]: Set<SessionEvents[K]> } = {
+    connection: new Set(),
+    challenge: new Set(),
+    verified: new Set(),
+    rejected: new Set(),
+    closed: new Set(),
+  }
+  let socket: WebSocketLike | null = null
+  let connectionId: string | null = null
+  let verified = false
+  let retries = 0
+  let stopped: WsdsError | null = null
+  let reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  let pingTimer: ReturnType<typeof setInterval> | undefined
+  let waiters: Array<{ resolve: (id: string) => void; reject: (error: unknown) => void }> = []
+  let readySettled = false
+  let resolveReady!: (id: string) => void
+  let rejectReady!: (error: WsdsError) => void
+  const ready = new Promise<string>((resolve, reject) => {
+    resolveReady = resolve
+    rejectReady = reject
+  })
+  // Marks the promise handled: a page that never awaits `ready` must not get an
+  // unhandledrejection for a session it has already seen fail through events.
+  ready.catch(() => {})
+
+  function emit<K extends keyof SessionEvents>(event: K, arg: Parameters<SessionEvents[K]>[0]): void {
+    for (const fn of [...listeners[event]]) {
+      try {
+        ;(fn as (arg: unknown) => void)(arg)
+      } catch (error) {
+        // Like EventTarget: the page hears of it, the socket callback that emitted goes on.
+        if (typeof reportError === 'function') reportError(error)
+        else console.error(error)
+      }
+    }
+  }
+
+  function giveUp(error: WsdsError): void {
+    if (stopped) return
+    stopped = error
+    verified = false
+    clearTimeout(reconnectTimer)
+    if (!readySettled) {
+      readySettled = true
+      rejectReady(error)
+    }
+    for (const waiter of waiters.splice(0)) waiter.reject(error)
+  }
+
+  function send(ws: WebSocketLike, message: ClientMessage): void {
+    if (ws.readyState !== OPEN) return
+    try {
+      ws.send(JSON.stringify(message))
+    } catch {
+      // The socket is going away; its close event decides what happens next.
+    }
+  }
+
+  function open(): void {
+    let ws: WebSocketLike
+    try {
+      ws = new Socket(url)
+    } catch (cause) {
+      // Browsers throw here for mixed content (ws: from an https page): no retry fixes that.
+      giveUp(new WsdsError('ERR_CONNECT', `cannot open ${url}`, { cause }))
+      return
+    }
+    socket = ws
+    let opened = false
+    let reason: RejectReason | null = null
+    // Only the latest challenge has an outstanding token; an answer to an older one would be
+    // `bad-token`, which costs the connection.
+    let latestToken: string | null = null
+
+    async function answer(challenge: ChallengeMessage): Promise<void> {
+      let result: unknown
+      try {
+        const fn = evaluate(challenge.code)
+        if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
+        result = await fn({ keys })
+      } catch (cause) {
+        if (ws !== socket || stopped) return
+        // The same code path fails on every connection (CSP without 'unsafe-eval', a missing
+        // `location`), so reconnecting would only loop.
+        giveUp(new WsdsError('ERR_CONFIG', 'the challenge could not be run; under a strict CSP pass options.evaluate', { cause }))
+        ws.close(1000)
+        return
+      }
+      if (ws !== socket || stopped || challenge.token !== latestToken) return
+      // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
+      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result })
+    }
+
+    ws.onopen = () => {
+      if (ws !== socket || stopped) return
+      opened = true
+      send(ws, keySet === undefined ? { action: 'hello', v: PROTOCOL_VERSION } : { action: 'hello', v: PROTOCOL_VERSION, keySet })
+      if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
+    }
+
+    ws.onmessage = (event: { data?: unknown }) => {
+      if (ws !== socket || stopped || typeof event.data !== 'string') return
+      const message = parseServerMessage(event.data)
+      switch (message?.type) {
+        case 'connection':
+          connectionId = message.connectionId
+          emit('connection', message.connectionId)
+          break
+        case 'challenge':
+          latestToken = message.token
+          emit('challenge', { expiresInMs: message.expiresInMs })
+          void answer(message)
+          break
+        case 'verified': {
+          const id = message.connectionId
+          connectionId = id
+          verified = true
+          retries = 0
+          if (!readySettled) {
+            readySettled = true
+            resolveReady(id)
+          }
+          for (const waiter of waiters.splice(0)) waiter.resolve(id)
+          emit('verified', id)
+          break
+        }
+        case 'rejected':
+          reason = message.reason
+          emit('rejected', message.reason)
+          // The frame decides, not the close code (PROTOCOL.md, "Close codes"); don't wait for
+          // a gateway (API Gateway) that is slow to close.
+          if (ws.readyState === OPEN) ws.close(1000)
+          break
+        // Unknown types, `error` and `pong` need nothing.
+      }
+    }
+
+    // A close event always follows an error; the decision is made there.
+    ws.onerror = () => {}
+
+    ws.onclose = (event: { code?: number; reason?: string }) => {
+      if (ws !== socket) return
+      socket = null
+      clearInterval(pingTimer)
+      verified = false
+      connectionId = null
+      const code = typeof event.code === 'number' ? event.code : 1006
+      const willReconnect =
+        !stopped && backoff !== null && !(reason !== null && PERMANENT.has(reason)) && retries < backoff.maxAttempts
+      if (!willReconnect) giveUp(closeError(reason, opened, code, url))
+      emit('closed', { code, reason: typeof event.reason === 'string' ? event.reason : '', willReconnect })
+      if (willReconnect && !stopped) {
+        const base = Math.min(backoff.maxDelayMs, backoff.minDelayMs * 2 ** retries)
+        retries++
+        // Jitter spreads the reconnects of many pages after a gateway restart.
+        reconnectTimer = setTimeout(open, base / 2 + (Math.random() * base) / 2)
+      }
+    }
+  }
+
+  function whenVerified(signal: AbortSignal | null | undefined): Promise<string> {
+    if (stopped) return Promise.reject(stopped)
+    if (verified && connectionId !== null) return Promise.resolve(connectionId)
+    return new Promise<string>((resolve, reject) => {
+      const abort = () => {
+        waiters = waiters.filter((w) => w !== waiter)
+        reject(signal!.reason)
+      }
+      const waiter = {
+        resolve: (id: string) => {
+          signal?.removeEventListener('abort', abort)
+          resolve(id)
+        },
+        reject: (error: unknown) => {
+          signal?.removeEventListener('abort', abort)
+          reject(error)
+        },
+      }
+      if (signal?.aborted) return abort()
+      signal?.addEventListener('abort', abort, { once: true })
+      waiters.push(waiter)
+    })
+  }
+
+  open()
+
+  return {
+    get connectionId() {
+      return connectionId
+    },
+    get verified() {
+      return verified
+    },
+    ready,
+    async fetch(input, init) {
+      const id = await whenVerified(init?.signal)
+      const isRequest = typeof Request === 'function' && input instanceof Request
+      // init.headers replaces a Request's headers in fetch(), so start from whichever fetch would use.
+      const headers = new Headers(init?.headers ?? (isRequest ? input.headers : undefined))
+      headers.set(header, id)
+      return globalThis.fetch(input, { ...init, headers })
+    },
+    on(event, fn) {
+      const set = listeners[event] as Set<typeof fn> | undefined
+      if (!set) throw new TypeError(`unknown event ${JSON.stringify(event)}`)
+      set.add(fn)
+      return () => void set.delete(fn)
+    },
+    close() {
+      giveUp(new WsdsError('ERR_CLOSED', 'session closed by close()', { closeCode: 1000 }))
+      const ws = socket
+      if (ws && (ws.readyState === CONNECTING || ws.readyState === OPEN)) {
+        try {
+          ws.close(1000)
+        } catch {
+          // Already closing.
+        }
+      }
+    },
+  }
+}
+
+function closeError(reason: RejectReason | null, opened: boolean, closeCode: number, url: string): WsdsError {
+  if (reason !== null) {
+    // A reason from a newer gateway is not in the code union; report it in the message only.
+    const code: WsdsErrorCode = REJECT_REASONS.includes(reason) ? reason : 'ERR_CLOSED'
+    return new WsdsError(code, `rejected: ${reason}`, { closeCode })
+  }
+  if (!opened) return new WsdsError('ERR_CONNECT', `could not connect to ${url}`, { closeCode })
+  return new WsdsError('ERR_CLOSED', `closed (${closeCode}) before verification`, { closeCode })
+}
+
+function configError(option: string, value: unknown, why = 'bad value'): WsdsError {
+  return new WsdsError('ERR_CONFIG', `${option}: ${why} ${JSON.stringify(value) ?? String(value)}`)
+}
+
+function resolveUrl(url: string): string {
+  if (typeof url !== 'string' || url === '') throw configError('url', url)
+  const base = (globalThis as { location?: { href?: string } }).location?.href
+  let parsed: URL
+  try {
+    parsed = new URL(url, base)
+  } catch (cause) {
+    throw new WsdsError('ERR_CONFIG', `url: cannot resolve ${JSON.stringify(url)}${base ? '' : ' without a page location'}`, { cause })
+  }
+  if (parsed.protocol === 'http:') parsed.protocol = 'ws:'
+  else if (parsed.protocol === 'https:') parsed.protocol = 'wss:'
+  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw configError('url', url)
+  // WebSocket URLs may not carry a fragment; a page URL's would make the constructor throw.
+  parsed.hash = ''
+  return parsed.href
+}
+
+function checkKeys(keys: readonly string[]): readonly string[] {
+  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((key) => typeof key === 'string' && key !== '')) {
+    throw new WsdsError('ERR_CONFIG', 'keys: must be a non-empty array of the key set\'s key strings')
+  }
+  return Object.freeze([...keys])
+}
+
+function reconnectPolicy(option: ConnectOptions['reconnect']): Required<ReconnectOptions> | null {
+  if (option === false) return null
+  const o = option === true || option === undefined ? {} : option
+  const policy = { minDelayMs: o.minDelayMs ?? 500, maxDelayMs: o.maxDelayMs ?? 30000, maxAttempts: o.maxAttempts ?? Infinity }
+  if (!(policy.minDelayMs >= 0 && policy.minDelayMs < 2 ** 31)) throw configError('reconnect.minDelayMs', policy.minDelayMs)
+  if (!(policy.maxDelayMs >= policy.minDelayMs && policy.maxDelayMs < 2 ** 31)) throw configError('reconnect.maxDelayMs', policy.maxDelayMs)
+  if (!(policy.maxAttempts >= 0)) throw configError('reconnect.maxAttempts', policy.maxAttempts)
+  return policy
+}

@@ -1,0 +1,90 @@
+/**
+ * Serves the demo page: the HTML, the bundled app, its stylesheet and the configuration the
+ * page connects with. Not a general static server: four fixed paths, all built or read once
+ * at creation so a request never touches the disk or the bundler.
+ */
+import { readFile } from 'node:fs/promises'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { fileURLToPath } from 'node:url'
+import { build } from 'esbuild'
+
+export interface DemoOptions {
+  /** Key set the page is "built" with; its keys are served to anyone who loads the page. */
+  keySet: { id: string; keys: readonly string[] }
+  /** Path of the gateway's WebSocket endpoint, resolved by the page against its own origin (default '/wsds'). */
+  wsPath?: string
+}
+
+export type DemoHandler = (req: IncomingMessage, res: ServerResponse) => boolean
+
+// 'unsafe-eval' is what the SDK's default challenge evaluator needs (new Function); nothing
+// else on the page is inline, so scripts and styles stay locked to the page's own origin.
+export const DEMO_CSP = "default-src 'self'; script-src 'self' 'unsafe-eval'; connect-src 'self' ws: wss:; style-src 'self'"
+
+interface Asset {
+  body: Buffer
+  headers: Record<string, string>
+}
+
+export async function createDemoHandler(options: DemoOptions): Promise<DemoHandler> {
+  const wsPath = options.wsPath ?? '/wsds'
+  if (!wsPath.startsWith('/')) throw new TypeError(`wsPath must start with "/", got ${JSON.stringify(wsPath)}`)
+  const { id, keys } = options.keySet
+  const here = (file: string) => new URL(file, import.meta.url)
+
+  const [html, css, bundle] = await Promise.all([
+    readFile(here('./index.html')),
+    readFile(here('./style.css')),
+    build({
+      entryPoints: [fileURLToPath(here('./app.ts'))],
+      bundle: true,
+      write: false,
+      format: 'esm',
+      target: 'es2020',
+      minify: true,
+      logLevel: 'silent',
+    }),
+  ])
+  const js = bundle.outputFiles[0]
+  if (!js) throw new Error('esbuild produced no output for the demo app')
+
+  const common = { 'x-content-type-options': 'nosniff' }
+  const assets = new Map<string, Asset>()
+  const page: Asset = {
+    body: html,
+    headers: { ...common, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', 'content-security-policy': DEMO_CSP },
+  }
+  assets.set('/', page)
+  assets.set('/index.html', page)
+  assets.set('/demo/app.js', {
+    body: Buffer.from(js.contents),
+    headers: { ...common, 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' },
+  })
+  assets.set('/demo/style.css', {
+    body: css,
+    headers: { ...common, 'content-type': 'text/css; charset=utf-8', 'cache-control': 'no-cache' },
+  })
+  assets.set('/demo/config.json', {
+    body: Buffer.from(JSON.stringify({ url: wsPath, keySet: id, keys })),
+    // no-store: after a key rotation a cached config would pin the page to a stale key set.
+    headers: { ...common, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' },
+  })
+
+  return (req, res) => {
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    const asset = assets.get(q === -1 ? url : url.slice(0, q))
+    if (!asset) return false
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      // Drain the body we will not read, so a keep-alive socket stays usable.
+      req.resume()
+      const text = '{"error":"method-not-allowed"}'
+      res.writeHead(405, { ...common, allow: 'GET, HEAD', 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return true
+    }
+    res.writeHead(200, { ...asset.headers, 'content-length': asset.body.length })
+    res.end(req.method === 'HEAD' ? undefined : asset.body)
+    return true
+  }
+}
