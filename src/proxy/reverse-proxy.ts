@@ -42,6 +42,9 @@ function forwardHeaders(headers: IncomingHttpHeaders): Record<string, string | s
   for (const name in headers) {
     const value = headers[name]
     if (value === undefined || HOP_BY_HOP.has(name) || named.includes(name)) continue
+    // x-wsds-* headers come only from the authenticator: a client must not be able to
+    // hand the upstream its own verdict or connection id.
+    if (name.startsWith('x-wsds-')) continue
     out[name] = value
   }
   return out

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
+import type { Mode } from '../core/front.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
 
 export interface ServerConfig {
@@ -29,6 +30,7 @@ export interface ServerConfig {
   trustProxy: boolean
   metricsToken: string | null
   logLevel: string
+  mode: Mode
 }
 
 interface Setting {
@@ -53,6 +55,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_MAX_PAYLOAD_BYTES', flag: '--max-payload-bytes', help: 'largest WebSocket message (default 16384)' },
   { env: 'WSDS_TRUST_PROXY', flag: '--trust-proxy', help: 'believe X-Forwarded-For (on|off, default off)' },
   { env: 'WSDS_METRICS_TOKEN', flag: '--metrics-token', help: 'bearer token required by /metrics (default: none)' },
+  { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
 ]
 
@@ -176,7 +179,10 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
     bad('WSDS_LOG_LEVEL', logLevel, 'must be debug, info, warn, error or silent')
   }
+  const mode = get('WSDS_MODE') ?? 'enforce'
+  if (mode !== 'enforce' && mode !== 'monitor') bad('WSDS_MODE', mode, 'must be enforce or monitor')
   return {
+    mode: mode as Mode,
     port,
     host,
     allowedOrigins,

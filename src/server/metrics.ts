@@ -4,21 +4,17 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { Authenticator } from '../core/authenticator.ts'
+import type { Front } from '../core/front.ts'
 import type { Gateway } from '../gateway/gateway.ts'
-
-export interface DecisionStats {
-  /** Keyed by result: 'allow', 'deny:<reason>', 'unavailable'. */
-  [result: string]: number
-}
 
 export interface MetricsSources {
   gateway: Gateway
   authenticator: Authenticator
-  decisions: DecisionStats
+  front: Front
 }
 
 export function createMetricsRegistry(sources: MetricsSources): Registry {
-  const { gateway, authenticator, decisions } = sources
+  const { gateway, authenticator, front } = sources
   const registry = new Registry()
   registry.setDefaultLabels({ node: gateway.nodeId })
   const s = gateway.stats
@@ -64,12 +60,12 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   })
   new Counter({
     name: 'wsds_auth_decisions_total',
-    help: 'Authenticator decisions by result (allow, deny:<reason>, unavailable)',
-    labelNames: ['result'],
+    help: 'Authenticator decisions by verdict (allow, deny:<reason>) and mode (in monitor mode denials are only counted)',
+    labelNames: ['result', 'mode'],
     registers: [registry],
     collect() {
       this.reset()
-      for (const [result, n] of Object.entries(decisions)) this.inc({ result }, n)
+      for (const [result, n] of Object.entries(front.decisions)) this.inc({ result, mode: front.mode }, n)
     },
   })
   new Counter({

@@ -14,17 +14,19 @@ import type { Store } from '../core/store.ts'
 import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
-import { sendJson, sendRefusal, verdictFor } from '../proxy/http-auth.ts'
+import { createFront, type Front } from '../core/front.ts'
+import { decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
-import { createMetricsRegistry, type DecisionStats } from './metrics.ts'
+import { createMetricsRegistry } from './metrics.ts'
 
 export interface RunningServer {
   server: Server
   gateway: Gateway
   store: Store
   authenticator: Authenticator
+  front: Front
   logger: Logger
   /** The key set pages use when they name none (generated when no file was given). */
   currentKeySet: KeySet
@@ -77,7 +79,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     else logger.info({ event: 'store-up' }, 'connection store reachable again')
   })
   const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
-  const decisions: DecisionStats = { allow: 0, unavailable: 0 }
+  const front = createFront({ authenticator, mode: config.mode })
   const server = createServer()
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
@@ -94,27 +96,16 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     random,
     logger,
   })
-  const registry = createMetricsRegistry({ gateway, authenticator, decisions })
+  const registry = createMetricsRegistry({ gateway, authenticator, front })
   const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
   const demo = config.demo
     ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: WS_PATH }))
     : null
 
-  const count = (key: string) => void (decisions[key] = (decisions[key] ?? 0) + 1)
-
-  async function authorize(req: IncomingMessage, res: ServerResponse, onAdmit: (headers: Record<string, string>) => void) {
-    const verdict = await verdictFor(authenticator, req)
-    if (verdict.status === 200) {
-      decisions.allow!++
-      const record = verdict.decision.record
-      onAdmit({ 'x-wsds-connection-id': record.connectionId, 'x-wsds-origin': record.origin })
-      return
-    }
-    if (verdict.status === 503) count('unavailable')
-    else count(`deny:${verdict.decision.reason}`)
-    // A request body we will not read must not be left half-sent on a keep-alive socket.
-    req.resume()
-    sendRefusal(res, verdict)
+  async function authorize(req: IncomingMessage, res: ServerResponse, onPass: (headers: Record<string, string>) => void) {
+    const decision = await decideRequest(front, req)
+    if (decision.pass) onPass(decision.headers)
+    else sendRefusal(req, res, decision)
   }
 
   async function onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -179,6 +170,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       origins: config.allowedOrigins,
       keySets: keyRing.sets.map((k) => k.id),
       store: opened?.kind ?? 'custom',
+      mode: front.mode,
       node: gateway.nodeId,
     },
     'WSDS gateway listening',
@@ -188,6 +180,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     gateway,
     store,
     authenticator,
+    front,
     logger,
     currentKeySet: keyRing.current,
     port,
