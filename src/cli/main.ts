@@ -2,6 +2,7 @@
  * `wsds serve [flags]` runs the gateway; `wsds keys generate [--count N] [--id ID]` prints
  * a new key set. Bad configuration exits 2 with one line saying which setting is wrong.
  */
+import { pino } from 'pino'
 import { isWsdsError } from '../core/errors.ts'
 import { generateKeySet } from '../core/keyset.ts'
 import { createRandomPool } from '../core/random.ts'
@@ -46,7 +47,11 @@ async function serve(args: string[]): Promise<void> {
     return
   }
   const config = loadConfig(process.env, args)
-  const running = await startServer(config)
+  // JSON lines for machines; pino-pretty only when a person is watching the terminal.
+  const logger = process.stdout.isTTY
+    ? pino({ level: config.logLevel, base: undefined }, pino.transport({ target: 'pino-pretty', options: { colorize: true } }))
+    : pino({ level: config.logLevel, base: undefined })
+  const running = await startServer(config, { logger })
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return

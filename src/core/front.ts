@@ -6,6 +6,7 @@
 import type { AccessRequest, DenyReason } from './access.ts'
 import type { Authenticator } from './authenticator.ts'
 import { WsdsError, isWsdsError } from './errors.ts'
+import { createDurationHistogram, type DurationHistogram } from './histogram.ts'
 import type { ConnectionRecord } from './store.ts'
 
 /** `enforce` refuses; `monitor` admits everything and reports what it would have done. */
@@ -41,6 +42,8 @@ export interface Front {
   readonly mode: Mode
   /** Decisions by verdict, plain integers for the metrics to copy at scrape time. */
   readonly decisions: Readonly<Record<string, number>>
+  /** Time to decide, including any store read. */
+  readonly decisionSeconds: DurationHistogram
 }
 
 export interface FrontOptions {
@@ -59,6 +62,7 @@ export function createFront(options: FrontOptions): Front {
   const mode = parseMode(options.mode ?? 'enforce')
   const decisions: Record<string, number> = { allow: 0 }
   const monitor = mode === 'monitor'
+  const decisionSeconds = createDurationHistogram()
 
   const refuse = (status: 401 | 503, verdict: Verdict): FrontDecision => {
     decisions[verdict] = (decisions[verdict] ?? 0) + 1
@@ -70,11 +74,15 @@ export function createFront(options: FrontOptions): Front {
   return {
     mode,
     decisions,
+    decisionSeconds,
     async decide(request) {
+      const started = performance.now()
       let decision
       try {
         decision = await authenticator.check(request)
+        decisionSeconds.observe((performance.now() - started) / 1000)
       } catch (err) {
+        decisionSeconds.observe((performance.now() - started) / 1000)
         // Fail closed: a store we cannot read admits nobody (in enforce mode), and 503 tells
         // the client to retry rather than re-verify.
         if (isWsdsError(err, 'ERR_STORE_UNAVAILABLE')) return refuse(503, 'deny:store-unavailable')

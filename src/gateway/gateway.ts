@@ -4,6 +4,7 @@
  * Rejection happens in the HTTP 'upgrade' event, before any socket exists (ws README,
  * "Client authentication"), so a refused page costs no WebSocket at all.
  */
+import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
@@ -74,6 +75,8 @@ export interface Gateway {
 
 interface Conn {
   ws: WebSocket
+  /** Client address, for logs. */
+  remote: string
   state: ConnectionState
   record: ConnectionRecord
   timer: NodeJS.Timeout | null
@@ -101,6 +104,11 @@ export function refuseUpgrade(socket: Duplex, status: number, error: string): vo
     )
   }
   socket.destroy()
+}
+
+/** A log-safe stand-in for a connection id: enough to correlate lines, useless to replay. */
+export function shortHash(id: string): string {
+  return createHash('sha256').update(id).digest('base64url').slice(0, 10)
 }
 
 export function clientAddress(req: IncomingMessage, trustProxy: boolean): string {
@@ -202,7 +210,7 @@ export function createGateway(options: GatewayOptions): Gateway {
           void deleteRecord(record.connectionId)
           return
         }
-        wss.handleUpgrade(req, socket, head, (ws) => accept(ws, record, hostname))
+        wss.handleUpgrade(req, socket, head, (ws) => accept(ws, record, hostname, remote))
       },
       (cause: unknown) => {
         stats.storeErrors++
@@ -211,7 +219,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     )
   }
 
-  function accept(ws: WebSocket, record: ConnectionRecord, hostname: string): void {
+  function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string): void {
     stats.upgradesAccepted++
     const opened = openConnection({
       connectionId: record.connectionId,
@@ -220,7 +228,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       now: record.createdAt,
       timeoutMs,
     })
-    const conn: Conn = { ws, state: opened.state, record, timer: null, backlog: null }
+    const conn: Conn = { ws, remote, state: opened.state, record, timer: null, backlog: null }
     conns.set(record.connectionId, conn)
     run(conn, opened)
     ws.on('message', (data: RawData, isBinary: boolean) => {
@@ -249,7 +257,13 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function run(conn: Conn, result: Transition): void {
     conn.state = result.state
-    if (result.outcome !== undefined) stats.outcomes[result.outcome]++
+    if (result.outcome !== undefined) {
+      stats.outcomes[result.outcome]++
+      if (result.outcome !== 'verified') {
+        // One line per rejection; the id only as a short hash, never the token or answer.
+        logger?.warn({ event: 'rejected', reason: result.outcome, remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
+      }
+    }
     const actions = result.actions
     for (let i = 0; i < actions.length; i++) {
       const action = actions[i]!
@@ -285,10 +299,13 @@ export function createGateway(options: GatewayOptions): Gateway {
   function persistThen(conn: Conn, rest: Action[]): void {
     conn.backlog = []
     const t = now()
+    // Re-verifications are not handshakes: only the first verification is timed.
+    const firstVerification = conn.record.status === 'pending'
     conn.record = { ...conn.record, status: 'verified', verifiedAt: t, expiresAt: t + leaseMs }
     store.put(conn.record, { ttlMs: leaseMs }).then(
       () => {
         if (conn.state.phase !== 'closed' && conns.has(conn.record.connectionId)) {
+          if (firstVerification) stats.handshakeSeconds.observe((t - conn.record.createdAt) / 1000)
           for (const action of rest) if (action.type !== 'persist-verified') act(conn, action)
         }
         const backlog = conn.backlog ?? []

@@ -3,6 +3,7 @@
  * metrics adapter copies them into Prometheus at scrape time, which keeps a histogram or a
  * label lookup off the hot path.
  */
+import { createDurationHistogram, type DurationHistogram } from '../core/histogram.ts'
 import type { RejectReason } from '../core/protocol.ts'
 
 export type RefusalReason = 'origin' | 'rate-limit' | 'store-unavailable' | 'shutting-down'
@@ -17,6 +18,8 @@ export interface GatewayStats {
   oversizedFrames: number
   closed: number
   storeErrors: number
+  /** Upgrade to verified, per verified handshake. */
+  handshakeSeconds: DurationHistogram
 }
 
 export function createGatewayStats(): GatewayStats {
@@ -38,5 +41,6 @@ export function createGatewayStats(): GatewayStats {
     oversizedFrames: 0,
     closed: 0,
     storeErrors: 0,
+    handshakeSeconds: createDurationHistogram(),
   }
 }

@@ -3,6 +3,7 @@
  * `collect` callbacks copy them into prom-client only when /metrics is scraped.
  */
 import { Counter, Gauge, Registry } from 'prom-client'
+import type { DurationHistogram } from '../core/histogram.ts'
 import type { Authenticator } from '../core/authenticator.ts'
 import type { Front } from '../core/front.ts'
 import type { Gateway } from '../gateway/gateway.ts'
@@ -113,5 +114,30 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
       this.set(gateway.verifiedConnections)
     },
   })
+  registerHistogram(registry, 'wsds_handshake_duration_seconds', 'Time from upgrade to verified, per verified handshake', s.handshakeSeconds)
+  registerHistogram(registry, 'wsds_auth_decision_duration_seconds', 'Time the authenticator took to decide, store read included', front.decisionSeconds)
   return registry
+}
+
+/**
+ * Exposes a plain-integer histogram as a Prometheus histogram. prom-client's Histogram can
+ * only be fed observation by observation; this reads the counts at scrape time instead.
+ */
+function registerHistogram(registry: Registry, name: string, help: string, h: DurationHistogram): void {
+  registry.registerMetric({
+    name,
+    async get() {
+      const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = []
+      let cumulative = 0
+      h.bounds.forEach((le, i) => {
+        cumulative += h.counts[i]!
+        values.push({ metricName: `${name}_bucket`, labels: { le }, value: cumulative })
+      })
+      values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: h.count })
+      values.push({ metricName: `${name}_sum`, labels: {}, value: h.sum })
+      values.push({ metricName: `${name}_count`, labels: {}, value: h.count })
+      return { name, help, type: 'histogram', values, aggregator: 'sum' }
+    },
+    reset() {},
+  } as unknown as Parameters<Registry['registerMetric']>[0])
 }
