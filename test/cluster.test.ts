@@ -11,6 +11,8 @@ import { startRedisServer, type RedisServer } from './helpers/redis.ts'
 import { FORBIDDEN_ORIGIN, TEST_ORIGIN, olderKeySet, testKeySet } from './helpers/server.ts'
 import { requireBinary } from './helpers/services.ts'
 import { openSocket, verifiedHandshake, type HandshakeResult } from './helpers/ws-client.ts'
+import { chromiumBinary, launchBrowser } from './helpers/browser.ts'
+import { freePort } from './helpers/services.ts'
 
 const redisBin = requireBinary('redis-server')
 const keysFile = writeKeySetFiles([testKeySet, olderKeySet])
@@ -77,6 +79,29 @@ describe('cluster on Redis', { skip: redisBin.skip }, () => {
       await client.close()
       const ms = await Promise.all([n2, n3].map((n) => eventually(async () => (await status(n, connectionId)) === 401, 100, `401 on ${n.url}`)))
       assert.ok(Math.max(...ms) <= 100, `revoked after ${ms.join(', ')} ms`)
+    })
+
+    it('admits a real browser verified through node 1 on nodes 2 and 3, and revokes it on both within 100 ms of the tab closing', { skip: chromiumBinary.skip }, async () => {
+      // Node 1 serves the demo under a hostname of its own; its origin is the allowed one.
+      const port = await freePort()
+      const origin = `http://app.wsds.test:${port}`
+      const web = await startNodeProcess(baseEnv(redis, { PORT: String(port), WSDS_DEMO: 'on', WSDS_ALLOWED_ORIGINS: origin }))
+      const [, n2, n3] = nodes as [NodeProcess, NodeProcess, NodeProcess]
+      const browser = await launchBrowser()
+      try {
+        const page = await browser.newPage()
+        await page.goto(`${origin}/`)
+        await page.locator('#status', { hasText: 'verified' }).waitFor({ timeout: 10_000 })
+        const connectionId = (await page.locator('#connection-id').textContent())?.trim() ?? ''
+        assert.equal(await status(n2, connectionId), 200)
+        assert.equal(await status(n3, connectionId), 200)
+        await page.close()
+        const ms = await Promise.all([n2, n3].map((n) => eventually(async () => (await status(n, connectionId)) === 401, 100, `401 on ${n.url}`)))
+        assert.ok(Math.max(...ms) <= 100)
+      } finally {
+        await browser.close()
+        await web.stop()
+      }
     })
 
     it('stops admitting the ids of a SIGKILLed node within twice the lease, while the others keep serving', async () => {
