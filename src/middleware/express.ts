@@ -1,0 +1,80 @@
+/**
+ * Express 5 middleware (`wsds/express`): admits requests whose `connectionId` header names a
+ * verified connection (PROTOCOL.md, Sequence 8), refusing others with the gateway proxy's
+ * exact 401 / 503 answers. The decision is core/front.ts's; this file only reads the request
+ * and writes the answer.
+ *
+ *   app.use('/api', wsds({ storeUrl: process.env.WSDS_STORE }))
+ *   app.get('/api/me', (req, res) => res.json(req.wsds))
+ */
+import type { NextFunction, Request, Response } from 'express'
+import { connectionIdOf, sendRefusal } from '../proxy/http-auth.ts'
+import {
+  WSDS_HEADER_PREFIX,
+  connectionOf,
+  createGuard,
+  handleOf,
+  type FrontDecision,
+  type WsdsConnection,
+  type WsdsHandle,
+  type WsdsMiddlewareOptions,
+} from './shared.ts'
+
+export type { FrontDecision, Mode, Store, Verdict, WsdsConnection, WsdsHandle, WsdsMiddlewareOptions } from './shared.ts'
+
+declare global {
+  // Express's own way to type what middleware adds to `req` (@types/express-serve-static-core).
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** The verified connection; undefined unless this request was admitted (PROTOCOL.md, Sequence 8). */
+      wsds?: WsdsConnection | undefined
+    }
+  }
+}
+
+export interface WsdsExpressOptions extends WsdsMiddlewareOptions {
+  /**
+   * Answers a refusal yourself (enforce mode only). Send a response or return a value other
+   * than undefined to skip the default 401/503 JSON; return nothing to keep it.
+   */
+  onReject?: (req: Request, res: Response, decision: FrontDecision) => unknown
+}
+
+export type WsdsExpressMiddleware = ((req: Request, res: Response, next: NextFunction) => Promise<void>) & WsdsHandle
+
+/** Creates the middleware; throws `ERR_CONFIG` naming a bad option. */
+export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
+  const guard = createGuard(options)
+  const onReject = options.onReject
+
+  async function middleware(req: Request, res: Response, next: NextFunction): Promise<void> {
+    let decision: FrontDecision
+    try {
+      decision = await guard.decide({
+        connectionId: connectionIdOf(req, guard.header),
+        method: req.method,
+        path: req.originalUrl,
+        remoteAddress: req.ip ?? req.socket.remoteAddress,
+      })
+      if (!decision.pass) {
+        if (onReject !== undefined) {
+          const handled = await onReject(req, res, decision)
+          if (handled !== undefined || res.headersSent) return
+        }
+        sendRefusal(req, res, decision)
+        return
+      }
+    } catch (err) {
+      next(err)
+      return
+    }
+    // x-wsds-* come only from us: a client must not hand the handler its own verdict or id.
+    for (const name of Object.keys(req.headers)) if (name.startsWith(WSDS_HEADER_PREFIX)) delete req.headers[name]
+    Object.assign(req.headers, decision.headers)
+    req.wsds = connectionOf(decision)
+    next()
+  }
+
+  return Object.assign(middleware, handleOf(guard))
+}

@@ -1,0 +1,89 @@
+/**
+ * Fastify 5 plugin (`wsds/fastify`): an `onRequest` hook that admits requests whose
+ * `connectionId` header names a verified connection (PROTOCOL.md, Sequence 8), refusing
+ * others with the gateway proxy's exact 401 / 503 answers. The decision is core/front.ts's.
+ *
+ *   await app.register(wsds, { storeUrl: process.env.WSDS_STORE })
+ *   app.get('/api/me', async (request) => request.wsds)
+ *
+ * The hook applies to the scope the plugin is registered in (it skips Fastify's
+ * encapsulation, as fastify-plugin does): register it inside a prefixed plugin to protect
+ * only those routes. The store it opened is closed by `app.close()`.
+ */
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import {
+  WSDS_HEADER_PREFIX,
+  connectionOf,
+  createGuard,
+  handleOf,
+  refusalHeaders,
+  type FrontDecision,
+  type WsdsConnection,
+  type WsdsHandle,
+  type WsdsMiddlewareOptions,
+} from './shared.ts'
+
+export type { FrontDecision, Mode, Store, Verdict, WsdsConnection, WsdsHandle, WsdsMiddlewareOptions } from './shared.ts'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The verified connection; undefined unless this request was admitted (PROTOCOL.md, Sequence 8). */
+    wsds: WsdsConnection | undefined
+  }
+  interface FastifyInstance {
+    /** The plugin's decision counts, `ready()` and `close()` (also run by `app.close()`). */
+    wsds: WsdsHandle
+  }
+}
+
+export interface WsdsFastifyOptions extends WsdsMiddlewareOptions {
+  /**
+   * Answers a refusal yourself (enforce mode only). Send the reply or return a value other
+   * than undefined (`return reply.code(403).send(...)`) to skip the default 401/503 JSON.
+   */
+  onReject?: (request: FastifyRequest, reply: FastifyReply, decision: FrontDecision) => unknown
+}
+
+// Options Fastify's `register` itself understands; they reach the plugin too.
+const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers']
+
+const first = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
+
+async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promise<void> {
+  const guard = createGuard(options, REGISTER_OPTIONS)
+  const onReject = options.onReject
+  app.addHook('onClose', () => guard.close())
+  if (!app.hasRequestDecorator('wsds')) app.decorateRequest('wsds', undefined)
+  app.decorate('wsds', handleOf(guard))
+
+  app.addHook('onRequest', async (request, reply) => {
+    const decision = await guard.decide({
+      connectionId: first(request.headers[guard.header]),
+      method: request.method,
+      path: request.url,
+      remoteAddress: request.ip,
+    })
+    if (decision.pass) {
+      // Node's header object itself, which `request.headers` returns: x-wsds-* come only
+      // from us, a client must not hand the handler its own verdict or id.
+      const headers = request.raw.headers
+      for (const name of Object.keys(headers)) if (name.startsWith(WSDS_HEADER_PREFIX)) delete headers[name]
+      Object.assign(headers, decision.headers)
+      request.wsds = connectionOf(decision)
+      return
+    }
+    if (onReject !== undefined) {
+      const handled = await onReject(request, reply, decision)
+      if (handled !== undefined || reply.sent) return reply
+    }
+    return reply.code(decision.status).headers(refusalHeaders(decision)).send(decision.body)
+  })
+  // Waiting here makes `app.ready()` / `listen()` wait for the store (at most 5 s for Redis).
+  await guard.ready()
+}
+
+// What fastify-plugin sets: the hook and decorators belong to the registering scope.
+Object.assign(plugin, { [Symbol.for('skip-override')]: true, [Symbol.for('fastify.display-name')]: 'wsds' })
+
+/** The plugin; `app.register(wsds, options)` throws `ERR_CONFIG` naming a bad option. */
+export const wsds: FastifyPluginAsync<WsdsFastifyOptions> = plugin

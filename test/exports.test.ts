@@ -1,0 +1,27 @@
+/** Every subpath in package.json "exports" resolves through the package's own name and exports something. */
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { describe, it } from 'node:test'
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { name: string; exports: Record<string, string> }
+
+describe('package exports', () => {
+  for (const [subpath, file] of Object.entries(pkg.exports)) {
+    const specifier = subpath === '.' ? pkg.name : `${pkg.name}/${subpath.slice(2)}`
+    it(`${specifier} loads ${file} and has named exports`, async () => {
+      const mod = (await import(specifier)) as Record<string, unknown>
+      assert.ok(Object.keys(mod).length > 0)
+      assert.ok(!('default' in mod) || Object.keys(mod).length > 1, 'named exports, not only a default')
+    })
+  }
+
+  it('names in the README and docs only subpaths that exist', () => {
+    const docs = ['README.md', 'docs/integrations.md'].map((f) => readFileSync(new URL(`../${f}`, import.meta.url), 'utf8')).join('\n')
+    const named = new Set([...docs.matchAll(/from '(wsds(?:\/[a-z/-]+)?)'/g)].map((m) => m[1]!))
+    assert.ok(named.size > 0)
+    for (const name of named) {
+      const sub = name === 'wsds' ? '.' : `./${name.slice(5)}`
+      assert.ok(sub in pkg.exports, `${name} is documented but not exported`)
+    }
+  })
+})
