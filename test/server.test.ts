@@ -206,6 +206,16 @@ describe('self-hosted gateway', () => {
       await client.close()
     })
 
+    it('serves forward auth on a configured path', async () => {
+      const custom = await startTestServer({ authPath: '/_auth/wsds' })
+      const { client, connectionId } = await verifiedHandshake(custom.wsUrl, { origin: TEST_ORIGIN, keys: testKeySet.keys })
+      assert.equal((await fetch(`${custom.url}/_auth/wsds`, { headers: { connectionId } })).status, 204)
+      assert.equal((await fetch(`${custom.url}/_auth/wsds`)).status, 401)
+      assert.equal((await fetch(`${custom.url}/wsds/auth`, { headers: { connectionId } })).status, 404)
+      await client.close()
+      await custom.close()
+    })
+
     it('answers a plain GET on the WebSocket path with 426 and unknown paths with 404', async () => {
       assert.equal((await fetch(`${s.url}/wsds`)).status, 426)
       assert.equal((await fetch(`${s.url}/nope`)).status, 404)

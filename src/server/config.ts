@@ -31,6 +31,8 @@ export interface ServerConfig {
   metricsToken: string | null
   logLevel: string
   mode: Mode
+  /** Path of the forward auth endpoint (204 / 401 / 503). */
+  authPath: string
 }
 
 interface Setting {
@@ -55,6 +57,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_MAX_PAYLOAD_BYTES', flag: '--max-payload-bytes', help: 'largest WebSocket message (default 16384)' },
   { env: 'WSDS_TRUST_PROXY', flag: '--trust-proxy', help: 'believe X-Forwarded-For (on|off, default off)' },
   { env: 'WSDS_METRICS_TOKEN', flag: '--metrics-token', help: 'bearer token required by /metrics (default: none)' },
+  { env: 'WSDS_AUTH_PATH', flag: '--auth-path', help: 'forward auth endpoint path (default /wsds/auth)' },
   { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
 ]
@@ -181,7 +184,12 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const mode = get('WSDS_MODE') ?? 'enforce'
   if (mode !== 'enforce' && mode !== 'monitor') bad('WSDS_MODE', mode, 'must be enforce or monitor')
+  const authPath = get('WSDS_AUTH_PATH') ?? '/wsds/auth'
+  if (!/^\/[A-Za-z0-9._~\/-]*$/.test(authPath) || authPath === '/wsds' || authPath === '/api' || authPath.startsWith('/api/') || authPath === '/') {
+    bad('WSDS_AUTH_PATH', authPath, 'must be a path like /wsds/auth, outside /api and not / or /wsds')
+  }
   return {
+    authPath,
     mode: mode as Mode,
     port,
     host,

@@ -44,7 +44,6 @@ export interface StartOptions {
 }
 
 const API_PREFIX = '/api'
-const AUTH_PATH = '/wsds/auth'
 const WS_PATH = '/wsds'
 
 function pathOf(url: string): string {
@@ -117,7 +116,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         handleGreeting(req, res)
       })
     }
-    if (path === AUTH_PATH) {
+    if (path === config.authPath) {
       return authorize(req, res, (headers) => {
         res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
         res.end()
