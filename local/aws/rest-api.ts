@@ -1,0 +1,108 @@
+/**
+ * A local REST API with a Lambda REQUEST authorizer, as API Gateway runs it: identity source
+ * `method.request.header.connectionId` (a missing header is 401 without calling the
+ * authorizer), the authorizer's result cached per identity value for the TTL (Allow and
+ * Deny policies alike; a thrown `Unauthorized` is not cached), the policy checked against
+ * the method ARN, and the stack's gateway responses: UNAUTHORIZED and ACCESS_DENIED -> 401
+ * `{"error":"unauthorized"}`, AUTHORIZER_FAILURE -> 503 `{"error":"store-unavailable"}`.
+ * Like API Gateway, the cache cannot drop one key: revocation waits for the TTL.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { AuthorizerEvent, AuthorizerResult, ProxyEvent, ProxyResult } from '../../src/aws/events.ts'
+import { UNAUTHORIZED } from '../../src/aws/rest.ts'
+import { LOCAL_ACCOUNT, LOCAL_REGION } from './template.ts'
+
+export interface RestApiOptions {
+  authorizer: (event: AuthorizerEvent) => Promise<AuthorizerResult>
+  /** Authorizer result cache TTL, seconds (0 = off); API Gateway's maximum is 3600. */
+  cacheTtlSeconds: number
+  /** Path (after the mount prefix) -> Lambda proxy handler, GET only. */
+  lambdas: Record<string, (event: ProxyEvent) => Promise<ProxyResult>>
+  stage: string
+  apiId?: string
+}
+
+export interface RestApiStats {
+  requests: number
+  authorizerInvocations: number
+  cacheHits: number
+  decisions: Record<string, number>
+}
+
+export interface RestApi {
+  /** Serves `path` (already stripped of any mount prefix); `/wsds/auth` answers 204 for an Allow. */
+  handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void>
+  stats: RestApiStats
+}
+
+const UNAUTHORIZED_BODY = '{"error":"unauthorized"}'
+
+const matches = (pattern: string, arn: string) => new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$').test(arn)
+
+export function createRestApi(options: RestApiOptions): RestApi {
+  const apiId = options.apiId ?? 'localrest'
+  const cache = new Map<string, { result: AuthorizerResult; until: number }>()
+  const stats: RestApiStats = { requests: 0, authorizerInvocations: 0, cacheHits: 0, decisions: {} }
+  const count = (d: string) => void (stats.decisions[d] = (stats.decisions[d] ?? 0) + 1)
+
+  const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers })
+    res.end(body)
+  }
+
+  return {
+    stats,
+    async handle(req, res, path) {
+      stats.requests++
+      const method = req.method ?? 'GET'
+      const url = new URL(req.url ?? '/', 'http://x')
+      const lambda = options.lambdas[path]
+      if (path !== '/wsds/auth' && !lambda) return send(res, 403, '{"message":"Missing Authentication Token"}')
+      const headers: Record<string, string> = {}
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v
+      const identity = headers.connectionid
+      if (identity === undefined || identity === '') {
+        count('deny:missing')
+        return send(res, 401, UNAUTHORIZED_BODY)
+      }
+      const methodArn = `arn:aws:execute-api:${LOCAL_REGION}:${LOCAL_ACCOUNT}:${apiId}/${options.stage}/${method}${path}`
+      const now = Date.now()
+      let result: AuthorizerResult
+      const hit = cache.get(identity)
+      if (hit && hit.until > now) {
+        stats.cacheHits++
+        result = hit.result
+      } else {
+        stats.authorizerInvocations++
+        try {
+          const query = Object.fromEntries(url.searchParams)
+          result = await options.authorizer({ type: 'REQUEST', methodArn, resource: path, path, httpMethod: method, headers, queryStringParameters: query, requestContext: { identity: { sourceIp: req.socket.remoteAddress ?? '' } } })
+        } catch (err) {
+          if ((err as Error).message === UNAUTHORIZED) {
+            count('deny:unauthorized')
+            return send(res, 401, UNAUTHORIZED_BODY)
+          }
+          count('deny:authorizer-failure')
+          return send(res, 503, '{"error":"store-unavailable"}', { 'retry-after': '1' })
+        }
+        if (options.cacheTtlSeconds > 0) cache.set(identity, { result, until: now + options.cacheTtlSeconds * 1000 })
+      }
+      const statements = result.policyDocument.Statement
+      const denied = statements.some((s) => s.Effect === 'Deny' && matches(s.Resource, methodArn))
+      const allowed = !denied && statements.some((s) => s.Effect === 'Allow' && matches(s.Resource, methodArn))
+      if (!allowed) {
+        count('deny:policy')
+        return send(res, 401, UNAUTHORIZED_BODY)
+      }
+      count('allow')
+      const ctx = result.context ?? {}
+      if (path === '/wsds/auth') {
+        // The stack's mock integration: 204 with the authorizer context as headers.
+        res.writeHead(204, { 'x-wsds-connection-id': ctx.connectionId ?? '', 'x-wsds-origin': ctx.origin ?? '', 'x-wsds-verdict': ctx.verdict ?? '' })
+        return void res.end()
+      }
+      const out = await lambda!({ httpMethod: method, path, headers, queryStringParameters: url.searchParams.size ? Object.fromEntries(url.searchParams) : null, requestContext: { authorizer: { ...ctx, principalId: result.principalId } } })
+      send(res, out.statusCode, out.body, out.headers ?? {})
+    },
+  }
+}

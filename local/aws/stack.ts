@@ -1,0 +1,275 @@
+/**
+ * `npm run aws:local`: the AWS deployment on this machine. The real handler code
+ * (src/aws/*) runs with API Gateway's event shapes, behind a local WebSocket API and REST
+ * API (with the authorizer cache), against DynamoDB on dynalite and a local Step Functions
+ * endpoint running the state machine of the committed template, all through the real AWS
+ * SDK clients pointed at local endpoints. Test infrastructure, not product.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { ApiGatewayManagementApiClient } from '@aws-sdk/client-apigatewaymanagementapi'
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb'
+import { SFNClient } from '@aws-sdk/client-sfn'
+// dynalite has no types; it is a DynamoDB implementation served over HTTP in-process.
+// @ts-expect-error no declaration file
+import dynalite from 'dynalite'
+import { Counter, Gauge, Registry } from 'prom-client'
+import { createConnections } from '../../src/aws/connections.ts'
+import { CONNECTION_TTL_MS, type AwsConfig } from '../../src/aws/config.ts'
+import type { AwsDeps } from '../../src/aws/deps.ts'
+import type { WebSocketEvent } from '../../src/aws/events.ts'
+import { createAuthorizer, greeting } from '../../src/aws/rest.ts'
+import { createConnectionsTable } from '../../src/aws/table.ts'
+import { createTaskHandlers, type FinishInput, type IssueChallengeInput } from '../../src/aws/tasks.ts'
+import { createWebSocketHandlers } from '../../src/aws/websocket.ts'
+import { createKeyRing } from '../../src/core/keyring.ts'
+import { generateKeySet, type KeySet } from '../../src/core/keyset.ts'
+import { createRandomPool } from '../../src/core/random.ts'
+import { createDynamoDbStore, ensureTable, type DynamoDbStore } from '../../src/stores/dynamodb.ts'
+import type { ServerConfig } from '../../src/server/config.ts'
+import { createRestApi, type RestApi } from './rest-api.ts'
+import { startLocalStepFunctions, type LocalFunction, type LocalStepFunctions } from './stepfunctions.ts'
+import { readTemplate, stateMachineFromTemplate, TEMPLATE_PATH } from './template.ts'
+import { startWebSocketApi, type WebSocketApi } from './websocket-api.ts'
+
+export interface AwsLocalOptions {
+  templatePath?: string
+  tableName?: string
+  /** Log handler outcome lines (default: off). */
+  log?: (event: Record<string, unknown>) => void
+}
+
+/** What one run cost, in the units AWS bills (docs/aws.md turns these into prices). */
+export interface AwsLocalCounters {
+  lambda: Record<string, { invocations: number; ms: number }>
+  messagesIn: number
+  messagesOut: number
+  connectionMs: number
+  dynamodb: Record<string, number>
+  frames: Record<string, number>
+}
+
+export interface AwsLocal {
+  url: string
+  wsUrl: string
+  port: number
+  currentKeySet: KeySet
+  counters: AwsLocalCounters
+  sfn: LocalStepFunctions
+  rest: RestApi
+  ws: WebSocketApi
+  store: DynamoDbStore
+  dynamo: DynamoDBClient
+  tableName: string
+  registry: Registry
+  /** Authorizer cache TTL in force, seconds. */
+  authorizerTtlSeconds: number
+  close(): Promise<void>
+}
+
+const credentials = { accessKeyId: 'local', secretAccessKey: 'local' }
+
+export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptions = {}): Promise<AwsLocal> {
+  const tableName = options.tableName ?? 'wsds-connections'
+  const counters: AwsLocalCounters = { lambda: {}, messagesIn: 0, messagesOut: 0, connectionMs: 0, dynamodb: {}, frames: {} }
+
+  // DynamoDB: dynalite in-process, every request counted by operation.
+  const dynamoServer = (dynalite as (o: object) => Server)({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 })
+  dynamoServer.prependListener('request', (req: IncomingMessage) => {
+    const op = String(req.headers['x-amz-target'] ?? '').split('.')[1] ?? 'unknown'
+    counters.dynamodb[op] = (counters.dynamodb[op] ?? 0) + 1
+  })
+  await new Promise<void>((r) => dynamoServer.listen(0, '127.0.0.1', r))
+  const dynamo = new DynamoDBClient({ endpoint: `http://127.0.0.1:${(dynamoServer.address() as AddressInfo).port}`, region: 'local', credentials })
+  await ensureTable(dynamo, tableName)
+  for (const k of Object.keys(counters.dynamodb)) delete counters.dynamodb[k]
+
+  const random = createRandomPool()
+  const keySets = config.keySets.length > 0 ? config.keySets : [generateKeySet(random)]
+  const keyRing = createKeyRing(keySets)
+  const template = readTemplate(options.templatePath ?? TEMPLATE_PATH)
+  // The wait's TimeoutSeconds is a template parameter: whole seconds, at least 1.
+  const machine = stateMachineFromTemplate(template, { ChallengeTimeoutSeconds: String(Math.max(1, Math.ceil(config.challengeTimeoutMs / 1000))) })
+
+  // Lambda: each function is its handler, counted and fed JSON copies as the service does.
+  const lambdaFn = <E, R>(name: string, fn: (event: E) => Promise<R>) => async (event: E): Promise<R> => {
+    const c = (counters.lambda[name] ??= { invocations: 0, ms: 0 })
+    c.invocations++
+    const started = performance.now()
+    try {
+      return await fn(JSON.parse(JSON.stringify(event)) as E)
+    } finally {
+      c.ms += performance.now() - started
+    }
+  }
+
+  // Late-bound: the @connections and Step Functions endpoints need the handlers, and the handlers need their URLs.
+  let sfn!: LocalStepFunctions
+  let ws!: WebSocketApi
+  const deps = (): AwsDeps => {
+    const awsConfig: AwsConfig = {
+      tableName,
+      allowedOrigins: config.allowedOrigins,
+      keySources: [],
+      challengeTimeoutMs: config.challengeTimeoutMs,
+      maxPayloadBytes: config.maxPayloadBytes,
+      stateMachineArn: machine.arn,
+      connectionTtlMs: CONNECTION_TTL_MS,
+      mode: config.mode,
+    }
+    return {
+      config: awsConfig,
+      store: createDynamoDbStore({ client: dynamo, tableName }),
+      table: createConnectionsTable(dynamo, tableName),
+      connections: createConnections(new ApiGatewayManagementApiClient({ endpoint: ws.callbackUrl, region: 'local', credentials })),
+      sfn: new SFNClient({ endpoint: sfn.endpoint, region: 'local', credentials }),
+      keyRing: async () => keyRing,
+      random,
+      now: Date.now,
+      log: options.log ?? (() => {}),
+    }
+  }
+
+  let handlers!: ReturnType<typeof createWebSocketHandlers>
+  let tasks!: ReturnType<typeof createTaskHandlers>
+  const bundles: Record<string, LocalFunction> = {
+    'issue-challenge': lambdaFn('issue-challenge', (input: unknown) => tasks.issueChallenge(input as IssueChallengeInput)),
+    finish: lambdaFn('finish', (input: unknown) => tasks.finish(input as FinishInput)),
+  }
+  const functions = new Map<string, LocalFunction>()
+  for (const [arn, bundle] of machine.functions) if (bundles[bundle]) functions.set(arn, bundles[bundle]!)
+  sfn = await startLocalStepFunctions({ stateMachineArn: machine.arn, definition: machine.definition, functions })
+
+  const route = (name: string, pick: () => (e: WebSocketEvent) => Promise<unknown>) => lambdaFn(name, (e: WebSocketEvent) => pick()(e) as Promise<{ statusCode: number }>)
+  ws = await startWebSocketApi({
+    stage: 'live',
+    domainName: `127.0.0.1:${config.port}`,
+    // The stack's routes: one function per route; ping and $default share `message`.
+    routes: {
+      $connect: route('connect', () => handlers.connect),
+      $disconnect: route('disconnect', () => handlers.disconnect),
+      hello: route('hello', () => handlers.message),
+      answer: route('answer', () => handlers.message),
+      ping: route('message', () => handlers.message),
+      $default: route('message', () => handlers.message),
+    },
+    onMessage: () => void counters.messagesIn++,
+    onSend: (_id, text) => {
+      counters.messagesOut++
+      try {
+        const m = JSON.parse(text) as { type?: string; reason?: string }
+        const key = m.type === 'rejected' ? `rejected:${m.reason}` : String(m.type ?? 'other')
+        counters.frames[key] = (counters.frames[key] ?? 0) + 1
+      } catch {}
+    },
+    onDisconnect: (_id, ms) => void (counters.connectionMs += ms),
+  })
+  const d = deps()
+  handlers = createWebSocketHandlers(d)
+  tasks = createTaskHandlers(d)
+
+  const authorizerTtlSeconds = Math.ceil(config.authCacheTtlMs / 1000)
+  const rest = createRestApi({
+    authorizer: lambdaFn('authorizer', createAuthorizer(d)),
+    cacheTtlSeconds: authorizerTtlSeconds,
+    lambdas: { '/greeting': lambdaFn('greeting', greeting) },
+    stage: 'live',
+  })
+
+  const registry = createRegistry(counters, rest, ws, sfn)
+  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: '/wsds' })) : null
+
+  const json = (res: ServerResponse, status: number, body: string) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+    res.end(body)
+  }
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!
+    const fail = (err: unknown) => {
+      console.error(err)
+      if (!res.headersSent) json(res, 500, '{"message":"Internal server error"}')
+      else res.destroy()
+    }
+    if (path === '/api' || path.startsWith('/api/')) return void rest.handle(req, res, path.slice(4) || '/').catch(fail)
+    if (path === '/wsds/auth') return void rest.handle(req, res, path).catch(fail)
+    if (path === '/healthz') return json(res, 200, JSON.stringify({ status: 'ok', deployment: 'aws-local', open: ws.openConnections }))
+    if (path === '/metrics') {
+      return void registry.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' })
+        res.end(text)
+      }, fail)
+    }
+    if (path === '/wsds') return json(res, 426, '{"error":"upgrade-required"}')
+    if (demo !== null && demo(req, res)) return
+    json(res, 404, '{"error":"not-found"}')
+  })
+  server.keepAliveTimeout = 65_000
+  server.on('upgrade', (req, socket, head) => {
+    if ((req.url ?? '').split('?')[0] !== '/wsds') return void socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n')
+    ws.handleUpgrade(req, socket, head)
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(config.port, config.host, resolve)
+  })
+  const { port } = server.address() as AddressInfo
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host
+  const url = `http://${host}:${port}`
+
+  return {
+    url,
+    wsUrl: url.replace('http', 'ws') + '/wsds',
+    port,
+    currentKeySet: keyRing.current,
+    counters,
+    sfn,
+    rest,
+    ws,
+    store: d.store as DynamoDbStore,
+    dynamo,
+    tableName,
+    registry,
+    authorizerTtlSeconds,
+    async close() {
+      await ws.close()
+      await sfn.close()
+      server.closeAllConnections()
+      await new Promise<void>((r) => server.close(() => r()))
+      dynamo.destroy()
+      await new Promise<void>((r) => dynamoServer.close(() => r()))
+    },
+  }
+}
+
+function createRegistry(counters: AwsLocalCounters, rest: RestApi, ws: WebSocketApi, sfn: LocalStepFunctions): Registry {
+  const registry = new Registry()
+  registry.setDefaultLabels({ deployment: 'aws-local' })
+  const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>) => void) =>
+    new Counter({ name, help, labelNames, registers: [registry], collect() { this.reset(); fill(this) } })
+  counter('wsds_handshakes_total', 'hello messages that started a handshake (Lambda invocations of hello)', [], (c) => c.inc(counters.lambda.hello?.invocations ?? 0))
+  counter('wsds_challenges_issued_total', 'challenge frames sent', [], (c) => c.inc(counters.frames.challenge ?? 0))
+  counter('wsds_outcomes_total', 'Handshake outcomes: verified, or the rejection reason', ['outcome'], (c) => {
+    for (const [k, n] of Object.entries(counters.frames)) {
+      if (k === 'verified') c.inc({ outcome: 'verified' }, n)
+      else if (k.startsWith('rejected:')) c.inc({ outcome: k.slice(9) }, n)
+    }
+  })
+  counter('wsds_auth_decisions_total', 'REST authorizer decisions (allow, deny:<why>), including cached ones', ['result'], (c) => {
+    for (const [result, n] of Object.entries(rest.stats.decisions)) c.inc({ result }, n)
+  })
+  counter('wsds_authorizer_invocations_total', 'Authorizer Lambda invocations (cache misses)', [], (c) => c.inc(rest.stats.authorizerInvocations))
+  counter('wsds_authorizer_cache_hits_total', 'Requests decided from the authorizer result cache', [], (c) => c.inc(rest.stats.cacheHits))
+  counter('wsds_lambda_invocations_total', 'Lambda invocations by function', ['function'], (c) => {
+    for (const [fn, v] of Object.entries(counters.lambda)) c.inc({ function: fn }, v.invocations)
+  })
+  counter('wsds_websocket_messages_total', 'WebSocket messages by direction (API Gateway bills both)', ['direction'], (c) => {
+    c.inc({ direction: 'in' }, counters.messagesIn)
+    c.inc({ direction: 'out' }, counters.messagesOut)
+  })
+  counter('wsds_dynamodb_requests_total', 'DynamoDB requests by operation', ['operation'], (c) => {
+    for (const [operation, n] of Object.entries(counters.dynamodb)) c.inc({ operation }, n)
+  })
+  counter('wsds_state_transitions_total', 'Step Functions state transitions', [], (c) => c.inc(sfn.transitions))
+  new Gauge({ name: 'wsds_open_connections', help: 'Open WebSocket connections', registers: [registry], collect() { this.set(ws.openConnections) } })
+  return registry
+}

@@ -1,0 +1,7 @@
+/** Lambda entry: `$disconnect` (delete the record, end a pending wait). */
+import { depsFromEnv } from '../deps.ts'
+import type { WebSocketEvent } from '../events.ts'
+import { createWebSocketHandlers } from '../websocket.ts'
+
+const handlers = createWebSocketHandlers(depsFromEnv(process.env))
+export const handler = (event: WebSocketEvent) => handlers.disconnect(event)
