@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { decideAccess, isPlausibleConnectionId } from '../src/core/access.ts'
 import { createAuthenticator } from '../src/core/authenticator.ts'
+import { createFront } from '../src/core/front.ts'
 import { WsdsError } from '../src/core/errors.ts'
 import { Listeners, type ConnectionRecord, type Store } from '../src/core/store.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
@@ -419,5 +420,61 @@ describe('createAuthenticator', () => {
     for (const maxCacheEntries of [0, -5, 1.5, Number.NaN]) {
       throwsWithCode(() => createAuthenticator({ store, maxCacheEntries }), 'ERR_CONFIG')
     }
+  })
+})
+
+describe('createFront', () => {
+  const setup = async (mode: 'enforce' | 'monitor' = 'enforce') => {
+    const store = createMemoryStore()
+    await store.put(record(), { ttlMs: LONG })
+    const front = createFront({ authenticator: createAuthenticator({ store }), mode })
+    return { store, front }
+  }
+  const LONG = 3_600_000
+
+  it('answers a cached admission synchronously with one shared, frozen decision', async () => {
+    const { front } = await setup()
+    assert.equal(front.decideCached(ID), undefined, 'nothing cached yet')
+    const first = await front.decide({ connectionId: ID })
+    assert.equal(first.pass, true)
+    const hit = front.decideCached(ID)
+    assert.ok(hit)
+    assert.equal(hit, front.decideCached(ID), 'the same object every time')
+    assert.ok(Object.isFrozen(hit) && Object.isFrozen(hit.headers))
+    assert.deepEqual(hit.headers, { 'x-wsds-verdict': 'allow', 'x-wsds-connection-id': ID, 'x-wsds-origin': record().origin })
+    assert.equal(front.decisions.allow, 3)
+    assert.equal(front.decisionSeconds.count, 3)
+  })
+
+  it('stops answering from the cache the moment the record is deleted', async () => {
+    const { store, front } = await setup()
+    await front.decide({ connectionId: ID })
+    assert.ok(front.decideCached(ID))
+    await store.delete(ID)
+    assert.equal(front.decideCached(ID), undefined)
+    const after = await front.decide({ connectionId: ID })
+    assert.deepEqual([after.pass, after.status, after.verdict, after.body], [false, 401, 'deny:unknown', '{"error":"unauthorized"}'])
+  })
+
+  it('admits and labels every request in monitor mode, counting the would-be denials', async () => {
+    const { front } = await setup('monitor')
+    const missing = await front.decide({ connectionId: undefined })
+    assert.deepEqual([missing.pass, missing.status, missing.headers], [true, 401, { 'x-wsds-verdict': 'deny:missing' }])
+    assert.equal((await front.decide({ connectionId: ID })).headers['x-wsds-verdict'], 'allow')
+    assert.equal(front.decisions['deny:missing'], 1)
+  })
+
+  it('fails closed with 503 in enforce mode and labels deny:store-unavailable in monitor mode', async () => {
+    const broken: Store = { ...createMemoryStore(), get: () => Promise.reject(new Error('down')) }
+    const enforce = createFront({ authenticator: createAuthenticator({ store: broken }) })
+    const refused = await enforce.decide({ connectionId: ID })
+    assert.deepEqual([refused.pass, refused.status, refused.body], [false, 503, '{"error":"store-unavailable"}'])
+    const monitor = createFront({ authenticator: createAuthenticator({ store: broken }), mode: 'monitor' })
+    const labelled = await monitor.decide({ connectionId: ID })
+    assert.deepEqual([labelled.pass, labelled.verdict], [true, 'deny:store-unavailable'])
+  })
+
+  it('refuses an unknown mode with ERR_CONFIG', () => {
+    throwsWithCode(() => createFront({ authenticator: createAuthenticator({ store: createMemoryStore() }), mode: 'audit' as 'monitor' }), 'ERR_CONFIG')
   })
 })

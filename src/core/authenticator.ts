@@ -31,6 +31,11 @@ export interface Authenticator {
    * read: the caller answers 503, never admits.
    */
   check(request: AccessRequest): Promise<AccessDecision>
+  /**
+   * The cached admission for an id, synchronously, or undefined on a miss (then call
+   * `check`). Lets fronts answer a cache hit without a promise.
+   */
+  peek(connectionId: string | undefined): Extract<AccessDecision, { admit: true }> | undefined
   /** Drops a cached id (what a store deletion does). */
   revoke(connectionId: string): void
   readonly stats: Readonly<AuthenticatorStats>
@@ -40,7 +45,8 @@ export interface Authenticator {
 }
 
 interface CacheEntry {
-  record: ConnectionRecord
+  /** Kept whole so a hit allocates nothing. */
+  decision: Extract<AccessDecision, { admit: true }>
   until: number
 }
 
@@ -72,20 +78,28 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     cache.clear()
   })
 
+  const cached = (id: string, t: number): Extract<AccessDecision, { admit: true }> | undefined => {
+    const hit = cache.get(id)
+    if (hit === undefined) return undefined
+    // The lease still bounds a cached entry: a dead owner's id is not admitted past it.
+    if (hit.until > t && hit.decision.record.expiresAt > t) {
+      stats.cacheHits++
+      return hit.decision
+    }
+    cache.delete(id)
+    return undefined
+  }
+
   return {
+    peek(connectionId) {
+      return cacheTtlMs > 0 && connectionId !== undefined ? cached(connectionId, now()) : undefined
+    },
     async check(request) {
       const id = request.connectionId
       const t = now()
       if (cacheTtlMs > 0 && id !== undefined) {
-        const hit = cache.get(id)
-        if (hit !== undefined) {
-          // The lease still bounds a cached entry: a dead owner's id is not admitted past it.
-          if (hit.until > t && hit.record.expiresAt > t) {
-            stats.cacheHits++
-            return { admit: true, record: hit.record }
-          }
-          cache.delete(id)
-        }
+        const hit = cached(id, t)
+        if (hit !== undefined) return hit
       }
       if (!isPlausibleConnectionId(id)) return decideAccess(request, null, t)
       stats.cacheMisses++
@@ -100,7 +114,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       const decision = decideAccess(request, record, now())
       if (decision.admit && cacheTtlMs > 0 && started === epoch) {
         if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string)
-        cache.set(id, { record: decision.record, until: t + cacheTtlMs })
+        cache.set(id, { decision, until: t + cacheTtlMs })
       }
       return decision
     },

@@ -15,7 +15,7 @@ import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { createFront, type Front } from '../core/front.ts'
-import { decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -102,6 +102,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     : null
 
   async function authorize(req: IncomingMessage, res: ServerResponse, onPass: (headers: Record<string, string>) => void) {
+    // A cached admission is answered synchronously; only misses pay for promises.
+    const cached = front.decideCached(connectionIdOf(req))
+    if (cached !== undefined) return onPass(cached.headers)
     const decision = await decideRequest(front, req)
     if (decision.pass) onPass(decision.headers)
     else sendRefusal(req, res, decision)
