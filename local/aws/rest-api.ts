@@ -20,6 +20,11 @@ export interface RestApiOptions {
   lambdas: Record<string, (event: ProxyEvent) => Promise<ProxyResult>>
   stage: string
   apiId?: string
+  /**
+   * HTTP proxy integration for every other path (what `WSDS_UPSTREAM` names), as an
+   * `{proxy+}` resource with an HTTP_PROXY integration would do on API Gateway.
+   */
+  upstream?: (req: IncomingMessage, res: ServerResponse, headers: Record<string, string>) => void
 }
 
 export interface RestApiStats {
@@ -57,7 +62,8 @@ export function createRestApi(options: RestApiOptions): RestApi {
       const method = req.method ?? 'GET'
       const url = new URL(req.url ?? '/', 'http://x')
       const lambda = options.lambdas[path]
-      if (path !== '/wsds/auth' && !lambda) return send(res, 403, '{"message":"Missing Authentication Token"}')
+      const proxied = lambda === undefined && path !== '/wsds/auth' && options.upstream !== undefined
+      if (path !== '/wsds/auth' && !lambda && !proxied) return send(res, 403, '{"message":"Missing Authentication Token"}')
       const headers: Record<string, string> = {}
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v
       const identity = headers.connectionid
@@ -100,6 +106,13 @@ export function createRestApi(options: RestApiOptions): RestApi {
         // The stack's mock integration: 204 with the authorizer context as headers.
         res.writeHead(204, { 'x-wsds-connection-id': ctx.connectionId ?? '', 'x-wsds-origin': ctx.origin ?? '', 'x-wsds-verdict': ctx.verdict ?? '' })
         return void res.end()
+      }
+      if (proxied) {
+        return options.upstream!(req, res, {
+          'x-wsds-connection-id': ctx.connectionId ?? '',
+          'x-wsds-origin': ctx.origin ?? '',
+          'x-wsds-verdict': ctx.verdict ?? 'allow',
+        })
       }
       const out = await lambda!({ httpMethod: method, path, headers, queryStringParameters: url.searchParams.size ? Object.fromEntries(url.searchParams) : null, requestContext: { authorizer: { ...ctx, principalId: result.principalId } } })
       send(res, out.statusCode, out.body, out.headers ?? {})

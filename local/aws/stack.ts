@@ -19,6 +19,7 @@ import { CONNECTION_TTL_MS, type AwsConfig } from '../../src/aws/config.ts'
 import type { AwsDeps } from '../../src/aws/deps.ts'
 import type { WebSocketEvent } from '../../src/aws/events.ts'
 import { createAuthorizer, greeting } from '../../src/aws/rest.ts'
+import { createReverseProxy } from '../../src/proxy/reverse-proxy.ts'
 import { createConnectionsTable } from '../../src/aws/table.ts'
 import { createTaskHandlers, type FinishInput, type IssueChallengeInput } from '../../src/aws/tasks.ts'
 import { createWebSocketHandlers } from '../../src/aws/websocket.ts'
@@ -172,7 +173,9 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   const rest = createRestApi({
     authorizer: lambdaFn('authorizer', createAuthorizer(d)),
     cacheTtlSeconds: authorizerTtlSeconds,
-    lambdas: { '/greeting': lambdaFn('greeting', greeting) },
+    // WSDS_UPSTREAM replaces the demo greeting Lambda with the named service, as on npm start.
+    lambdas: config.upstream === null ? { '/greeting': lambdaFn('greeting', greeting) } : {},
+    ...(config.upstream === null ? {} : { upstream: createReverseProxy({ upstream: config.upstream, stripPrefix: '/api' }) }),
     stage: 'live',
   })
 
