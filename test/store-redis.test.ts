@@ -48,7 +48,7 @@ describe('Redis store', { skip: redisBin.skip }, () => {
         await Promise.all([store.close(), peer.close()])
       },
     }
-  })
+  }, { pushesDeletions: true })
 
   it('keeps deployments apart by prefix', async () => {
     const a = await openStore('one:')
