@@ -148,6 +148,24 @@ describe('cluster on Redis', { skip: redisBin.skip }, () => {
     })
   })
 
+  describe('shared upgrade rate limit', () => {
+    it('counts one address across nodes: the limit holds cluster-wide, with 429 on the upgrade', async () => {
+      const env = baseEnv(redis, { WSDS_RATE_LIMIT: '2', WSDS_TRUST_PROXY: 'on', WSDS_STORE_PREFIX: 'rl-cluster:' })
+      const [a, b] = await Promise.all([startNodeProcess(env), startNodeProcess(env)])
+      try {
+        const open = (n: NodeProcess, xff: string) => openSocket(n.wsUrl, { origin: TEST_ORIGIN, headers: { 'x-forwarded-for': xff } })
+        // Burst 4 for the address, split over both nodes; the fifth is refused wherever it lands.
+        const held = [await open(a, '203.0.113.50'), await open(b, '203.0.113.50'), await open(a, '203.0.113.50'), await open(b, '203.0.113.50')]
+        await assert.rejects(open(a, '203.0.113.50'), { status: 429 })
+        await assert.rejects(open(b, '203.0.113.50'), { status: 429 })
+        held.push(await open(b, '198.51.100.50'))
+        await Promise.all(held.map((c) => c.close()))
+      } finally {
+        await Promise.all([a.stop(), b.stop()])
+      }
+    })
+  })
+
   describe('Redis outage', () => {
     let nodes: NodeProcess[]
     before(async () => {

@@ -241,6 +241,52 @@ describe('self-hosted gateway', () => {
   })
 })
 
+describe('monitor mode and rate limits on the standalone gateway', () => {
+  it('admits every request in monitor mode and tells the upstream what enforce would have done', async () => {
+    const seen: Array<string | undefined> = []
+    const upstream = createServer((req, res) => {
+      seen.push(req.headers['x-wsds-verdict'] as string | undefined)
+      res.end('ok')
+    })
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+    const s = await startTestServer({ mode: 'monitor', upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` })
+    try {
+      assert.equal((await fetch(`${s.url}/api/x`)).status, 200)
+      assert.equal((await fetch(`${s.url}/api/x`, { headers: { connectionId: 'AAAAAAAAAAAAAAAAAAAAAA', 'x-wsds-verdict': 'allow' } })).status, 200)
+      const { client, connectionId } = await verifiedHandshake(s.wsUrl, { origin: TEST_ORIGIN, keys: testKeySet.keys })
+      assert.equal((await fetch(`${s.url}/api/x`, { headers: { connectionId } })).status, 200)
+      assert.deepEqual(seen, ['deny:missing', 'deny:unknown', 'allow'])
+      const auth = await fetch(`${s.url}/wsds/auth`)
+      assert.equal(auth.status, 204)
+      assert.equal(auth.headers.get('x-wsds-verdict'), 'deny:missing')
+      assert.equal(s.front.decisions['deny:missing'], 2)
+      await client.close()
+    } finally {
+      await s.close()
+      upstream.closeAllConnections()
+      await new Promise((r) => upstream.close(r))
+    }
+  })
+
+  it('refuses upgrades over the per-address limit with 429, believing X-Forwarded-For only when told to', async () => {
+    for (const trustProxy of [false, true]) {
+      const s = await startTestServer({ rateLimit: 2, trustProxy })
+      try {
+        const open = (xff: string) => openSocket(s.wsUrl, { origin: TEST_ORIGIN, headers: { 'x-forwarded-for': xff } })
+        // Burst is twice the per-second rate: 4 pass, the 5th is refused.
+        const clients = [await open('203.0.113.1'), await open('203.0.113.1'), await open('203.0.113.1'), await open('203.0.113.1')]
+        await assert.rejects(open('203.0.113.1'), { status: 429 })
+        if (trustProxy) clients.push(await open('198.51.100.7'))
+        else await assert.rejects(open('198.51.100.7'), { status: 429 }, 'without trust the header is ignored: same loopback bucket')
+        assert.equal(s.gateway.stats.upgradesRefused['rate-limit'], trustProxy ? 1 : 2)
+        await Promise.all(clients.map((c) => c.close()))
+      } finally {
+        await s.close()
+      }
+    }
+  })
+})
+
 describe('wsds CLI', () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
