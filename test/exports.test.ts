@@ -15,6 +15,21 @@ describe('package exports', () => {
     })
   }
 
+  it('every name the README and docs import from the package is exported there', async () => {
+    const docs = ['README.md', 'docs/integrations.md'].map((f) => readFileSync(new URL(`../${f}`, import.meta.url), 'utf8')).join('\n')
+    let checked = 0
+    for (const m of docs.matchAll(/import \{([^}]+)\} from '(wsds(?:\/[a-z/-]+)?)'/g)) {
+      const mod = (await import(m[2]!)) as Record<string, unknown>
+      for (const raw of m[1]!.split(',')) {
+        const name = raw.trim()
+        if (name === '' || name.startsWith('type ')) continue
+        checked++
+        assert.ok(name in mod, `${m[2]} has no export ${name}`)
+      }
+    }
+    assert.ok(checked >= 5)
+  })
+
   it('names in the README and docs only subpaths that exist', () => {
     const docs = ['README.md', 'docs/integrations.md'].map((f) => readFileSync(new URL(`../${f}`, import.meta.url), 'utf8')).join('\n')
     const named = new Set([...docs.matchAll(/from '(wsds(?:\/[a-z/-]+)?)'/g)].map((m) => m[1]!))
