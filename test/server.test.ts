@@ -221,6 +221,19 @@ describe('self-hosted gateway', () => {
       assert.equal((await fetch(`${s.url}/nope`)).status, 404)
     })
 
+    it('closes a socket that floods messages with 4429, and answers a normal rate', async () => {
+      const calm = await openSocket(s.wsUrl, { origin: TEST_ORIGIN })
+      for (let i = 0; i < 10; i++) {
+        calm.send({ action: 'ping' })
+        await calm.expect('pong')
+      }
+      await calm.close()
+      const flood = await openSocket(s.wsUrl, { origin: TEST_ORIGIN })
+      for (let i = 0; i < 40; i++) flood.send({ action: 'ping' })
+      assert.equal((await flood.closed).code, 4429)
+      assert.equal(s.gateway.stats.rateLimitedSockets, 1)
+    })
+
     it('survives a flood of garbage upgrades and half-open sockets', async () => {
       const { connect } = await import('node:net')
       const port = s.port

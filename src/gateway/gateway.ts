@@ -21,7 +21,7 @@ import {
   type LifecycleEvent,
   type Transition,
 } from '../core/lifecycle.ts'
-import { encodeServerMessage } from '../core/protocol.ts'
+import { CloseCode, encodeServerMessage } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
 import { createOriginPolicy } from './origin.ts'
@@ -82,9 +82,21 @@ interface Conn {
   timer: NodeJS.Timeout | null
   /** Events that arrived while an async action (store write) was under way. */
   backlog: LifecycleEvent[] | null
+  /** Message budget (token bucket): tokens left and when it was last topped up. */
+  budget: number
+  budgetAt: number
 }
 
 const MAX_BACKLOG = 32
+/**
+ * Messages a client may send: a burst of 20, then 2 per second. A real page sends a hello,
+ * an answer per challenge and a ping every 25 s; a flood is closed with 4429
+ * (PROTOCOL.md, Close codes) before it can make the gateway work for it.
+ */
+const MESSAGE_BURST = 20
+const MESSAGES_PER_SECOND = 2
+/** Unsent bytes we hold for a client that does not read before dropping it. */
+const MAX_BUFFERED_BYTES = 256 * 1024
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -228,10 +240,17 @@ export function createGateway(options: GatewayOptions): Gateway {
       now: record.createdAt,
       timeoutMs,
     })
-    const conn: Conn = { ws, remote, state: opened.state, record, timer: null, backlog: null }
+    const conn: Conn = { ws, remote, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
     conns.set(record.connectionId, conn)
     run(conn, opened)
     ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (!spend(conn)) {
+        stats.rateLimitedSockets++
+        logger?.warn({ event: 'rejected', reason: 'message-rate', remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
+        conn.state = { ...conn.state, phase: 'closed' }
+        conn.ws.close(CloseCode.rateLimited, 'too many messages')
+        return
+      }
       dispatch(conn, isBinary ? { type: 'binary' } : { type: 'text', text: data.toString() })
     })
     // ws reports oversized frames (it closes with 1009 itself) and protocol errors here;
@@ -243,10 +262,20 @@ export function createGateway(options: GatewayOptions): Gateway {
     ws.on('close', () => onClose(conn))
   }
 
+  function spend(conn: Conn): boolean {
+    if (conn.state.phase === 'closed') return true
+    const t = now()
+    conn.budget = Math.min(MESSAGE_BURST, conn.budget + ((t - conn.budgetAt) * MESSAGES_PER_SECOND) / 1000)
+    conn.budgetAt = t
+    if (conn.budget < 1) return false
+    conn.budget--
+    return true
+  }
+
   function dispatch(conn: Conn, event: LifecycleEvent): void {
     if (conn.backlog !== null) {
       if (conn.backlog.length >= MAX_BACKLOG) {
-        conn.ws.close(4429, 'too many messages')
+        conn.ws.close(CloseCode.rateLimited, 'too many messages')
         return
       }
       conn.backlog.push(event)
@@ -280,6 +309,11 @@ export function createGateway(options: GatewayOptions): Gateway {
       case 'send':
         if (action.message.type === 'challenge') stats.challengesIssued++
         if (action.message.type === 'error') stats.badFrames++
+        if (conn.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+          // A client that sends but never reads would make us hold its replies forever.
+          conn.ws.terminate()
+          break
+        }
         conn.ws.send(encodeServerMessage(action.message))
         break
       case 'close':

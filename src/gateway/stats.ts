@@ -16,6 +16,8 @@ export interface GatewayStats {
   outcomes: Record<Outcome, number>
   badFrames: number
   oversizedFrames: number
+  /** Sockets closed with 4429 for sending messages too fast. */
+  rateLimitedSockets: number
   closed: number
   storeErrors: number
   /** Upgrade to verified, per verified handshake. */
@@ -39,6 +41,7 @@ export function createGatewayStats(): GatewayStats {
     },
     badFrames: 0,
     oversizedFrames: 0,
+    rateLimitedSockets: 0,
     closed: 0,
     storeErrors: 0,
     handshakeSeconds: createDurationHistogram(),

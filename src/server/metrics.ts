@@ -60,6 +60,15 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
     },
   })
   new Counter({
+    name: 'wsds_sockets_rate_limited_total',
+    help: 'Sockets closed with 4429 for sending messages faster than a page does',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(s.rateLimitedSockets)
+    },
+  })
+  new Counter({
     name: 'wsds_auth_decisions_total',
     help: 'Authenticator decisions by verdict (allow, deny:<reason>) and mode (in monitor mode denials are only counted)',
     labelNames: ['result', 'mode'],
