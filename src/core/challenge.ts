@@ -276,31 +276,59 @@ function emitOp(op: Op, lane: readonly string[], t: string): string {
   }
 }
 
+function emitOps(ops: readonly Op[], lane: readonly string[], t: string): string {
+  let out = ''
+  for (let i = 0; i < ops.length; i++) out += emitOp(ops[i]!, lane, t)
+  return out
+}
+
+/**
+ * The avalanche is built as triples (xor-shift, multiply, add a lane) on one lane; each
+ * triple is one statement in the source, with the same result as the three in sequence.
+ */
+function emitAvalanche(ops: readonly Op[], lane: readonly string[]): string {
+  let out = ''
+  for (let i = 0; i + 2 < ops.length; i += 3) {
+    const shift = ops[i]!
+    const A = lane[shift.a]!
+    out += `${A}=(Math.imul(${A}^${A}>>>${shift.r},${ops[i + 1]!.k})+${lane[ops[i + 2]!.b]!})|0;`
+  }
+  return out
+}
+
+const NAME_FIRST = NAME_POOL.split('')
+const NAME_SECOND = 'abcdefghijklmnopqrstuvwxyz'
+
 function emitProgram(p: Program, nonce: string, d: Drawer): string {
   // Fresh identifiers per challenge: nothing in the source is stable enough to pattern-match.
-  const pool = NAME_POOL.split('')
+  // Distinct first letters (a partial Fisher-Yates over the pool) keep the names distinct.
+  const pool = NAME_FIRST.slice()
   const names: string[] = []
-  for (let i = 0; i < 12; i++) names.push(pool.splice(d.int(pool.length), 1)[0]! + 'abcdefghijklmnopqrstuvwxyz'[d.int(26)]!)
+  for (let i = 0; i < 12; i++) {
+    const j = i + d.int(pool.length - i)
+    const first = pool[j]!
+    pool[j] = pool[i]!
+    names.push(first + NAME_SECOND[d.int(26)]!)
+  }
   const [arg, keys, host, text, idx, t, tg0, tg1, ...rest] = names as [string, string, string, string, string, string, string, string, ...string[]]
   const lanes = rest.slice(0, 4)
   const tagLanes = [tg0, tg1]
   // One absorb loop per step, inlined with its own ops: the program is data-driven on the
   // server, but in the browser it is straight-line code that differs every time.
-  const loop = (source: string, ops: readonly Op[], target: readonly string[]) =>
-    `${text}=${source};for(${idx}=0;${idx}<${text}.length;${idx}++){${t}=${text}.charCodeAt(${idx});${ops.map((op) => emitOp(op, target, t)).join('')}}`
+  const head = `;for(${idx}=0;${idx}<${text}.length;${idx}++){${t}=${text}.charCodeAt(${idx});`
+  const loop = (source: string, ops: string) => `${text}=${source}${head}${ops}}`
   let body = `var ${keys}=${arg}.keys,${host}=String(location.hostname),${text},${idx},${t}`
-  p.seed.forEach((v, i) => (body += `,${lanes[i]}=${v}`))
-  p.tagSeed.forEach((v, i) => (body += `,${tagLanes[i]}=${v}`))
-  body += ';'
+  for (let i = 0; i < 4; i++) body += `,${lanes[i]}=${p.seed[i]}`
+  body += `,${tg0}=${p.tagSeed[0]},${tg1}=${p.tagSeed[1]};`
   for (const step of p.steps) {
     const source = 'key' in step.input ? `${keys}[${step.input.key}]` : 'nonce' in step.input ? `"${nonce}"` : host
-    body += loop(source, step.ops, lanes)
+    body += loop(source, emitOps(step.ops, lanes, t))
   }
-  body += p.final.map((op) => emitOp(op, lanes, '0')).join('')
-  body += loop(`"${nonce}"`, p.tagOps, tagLanes)
-  body += loop(host, p.tagOps, tagLanes)
-  body += p.tagFinal.map((op) => emitOp(op, tagLanes, '0')).join('')
+  body += emitAvalanche(p.final, lanes)
+  const tagRound = emitOps(p.tagOps, tagLanes, t)
+  body += loop(`"${nonce}"`, tagRound) + loop(host, tagRound)
+  body += emitAvalanche(p.tagFinal, tagLanes)
   const hex = (v: string) => `("0000000"+((${v})>>>0).toString(16)).slice(-8)`
-  body += `return ${hex(tagLanes[1]!)}+"."+${lanes.map(hex).join('+')};`
+  body += `return ${hex(tg1)}+"."+${hex(lanes[0]!)}+${hex(lanes[1]!)}+${hex(lanes[2]!)}+${hex(lanes[3]!)};`
   return `function(${arg}){${body}}`
 }
