@@ -79,6 +79,20 @@ describe('Prometheus metrics', () => {
     }
   })
 
+  it('serves metrics on a port and path of their own when configured, and not on the gateway port', async () => {
+    const apart = await startTestServer({ metricsPort: 0, metricsPath: '/internal/prom' })
+    try {
+      assert.notEqual(new URL(apart.metricsUrl).port, String(apart.port))
+      const res = await fetch(apart.metricsUrl)
+      assert.equal(res.status, 200)
+      assert.match(await res.text(), /wsds_open_sockets/)
+      assert.equal((await fetch(`${apart.url}/internal/prom`)).status, 404)
+      assert.equal((await fetch(`${apart.url}/metrics`)).status, 404)
+    } finally {
+      await apart.close()
+    }
+  })
+
   it('requires the bearer token when WSDS_METRICS_TOKEN is set', async () => {
     const guarded = await startTestServer({ metricsToken: 's3cret-token' })
     assert.equal((await fetch(`${guarded.url}/metrics`)).status, 401)

@@ -29,6 +29,9 @@ export interface ServerConfig {
   maxPayloadBytes: number
   trustProxy: boolean
   metricsToken: string | null
+  metricsPath: string
+  /** A port of its own for metrics; null = the gateway's port. */
+  metricsPort: number | null
   logLevel: string
   mode: Mode
   /** Path of the forward auth endpoint (204 / 401 / 503). */
@@ -56,6 +59,8 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_DEMO', flag: '--demo', help: 'serve the demo page and its key set at / (on|off, default on)' },
   { env: 'WSDS_MAX_PAYLOAD_BYTES', flag: '--max-payload-bytes', help: 'largest WebSocket message (default 16384)' },
   { env: 'WSDS_TRUST_PROXY', flag: '--trust-proxy', help: 'believe X-Forwarded-For (on|off, default off)' },
+  { env: 'WSDS_METRICS_PATH', flag: '--metrics-path', help: 'path of the Prometheus endpoint (default /metrics)' },
+  { env: 'WSDS_METRICS_PORT', flag: '--metrics-port', help: 'serve metrics on this port instead of the gateway port (default: same port)' },
   { env: 'WSDS_METRICS_TOKEN', flag: '--metrics-token', help: 'bearer token required by /metrics (default: none)' },
   { env: 'WSDS_AUTH_PATH', flag: '--auth-path', help: 'forward auth endpoint path (default /wsds/auth)' },
   { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
@@ -184,6 +189,10 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const mode = get('WSDS_MODE') ?? 'enforce'
   if (mode !== 'enforce' && mode !== 'monitor') bad('WSDS_MODE', mode, 'must be enforce or monitor')
+  const metricsPath = get('WSDS_METRICS_PATH') ?? '/metrics'
+  if (!/^\/[A-Za-z0-9._~\/-]+$/.test(metricsPath)) bad('WSDS_METRICS_PATH', metricsPath, 'must be a path like /metrics')
+  const metricsPortText = get('WSDS_METRICS_PORT')
+  const metricsPort = metricsPortText === undefined ? null : int('WSDS_METRICS_PORT', metricsPortText, 0, 65535)
   const authPath = get('WSDS_AUTH_PATH') ?? '/wsds/auth'
   if (!/^\/[A-Za-z0-9._~\/-]*$/.test(authPath) || authPath === '/wsds' || authPath === '/api' || authPath.startsWith('/api/') || authPath === '/') {
     bad('WSDS_AUTH_PATH', authPath, 'must be a path like /wsds/auth, outside /api and not / or /wsds')
@@ -206,6 +215,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     maxPayloadBytes: int('WSDS_MAX_PAYLOAD_BYTES', get('WSDS_MAX_PAYLOAD_BYTES') ?? '16384', 64, 16 * 1024 * 1024),
     trustProxy: bool('WSDS_TRUST_PROXY', get('WSDS_TRUST_PROXY') ?? 'off'),
     metricsToken: get('WSDS_METRICS_TOKEN') ?? null,
+    metricsPath,
+    metricsPort,
     logLevel,
   }
 }

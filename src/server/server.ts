@@ -14,6 +14,7 @@ import type { Store } from '../core/store.ts'
 import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
+import { constantTimeEqual } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
 import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
@@ -33,6 +34,8 @@ export interface RunningServer {
   port: number
   /** http://host:port */
   url: string
+  /** Where Prometheus scrapes. */
+  metricsUrl: string
   close(): Promise<void>
 }
 
@@ -128,19 +131,30 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     if (path === '/healthz') {
       return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
     }
-    if (path === '/metrics') {
-      if (config.metricsToken !== null && req.headers.authorization !== `Bearer ${config.metricsToken}`) {
-        return sendJson(res, 401, '{"error":"unauthorized"}', { 'www-authenticate': 'Bearer' })
-      }
-      const text = await registry.metrics()
-      res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' })
-      res.end(text)
-      return
-    }
+    if (path === config.metricsPath && metricsServer === null) return serveMetrics(req, res)
     if (path === WS_PATH) return sendJson(res, 426, '{"error":"upgrade-required"}', { upgrade: 'websocket' })
     if (demo !== null && demo(req, res)) return
     sendJson(res, 404, '{"error":"not-found"}')
   }
+
+  async function serveMetrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const token = config.metricsToken
+    if (token !== null && !constantTimeEqual(req.headers.authorization ?? '', `Bearer ${token}`)) {
+      return sendJson(res, 401, '{"error":"unauthorized"}', { 'www-authenticate': 'Bearer' })
+    }
+    const text = await registry.metrics()
+    res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' })
+    res.end(text)
+  }
+
+  // Metrics on a port of their own keep them off the public listener entirely.
+  const metricsServer =
+    config.metricsPort === null
+      ? null
+      : createServer((req, res) => {
+          if (pathOf(req.url ?? '/') !== config.metricsPath) return sendJson(res, 404, '{"error":"not-found"}')
+          serveMetrics(req, res).catch(() => sendJson(res, 500, '{"error":"internal"}'))
+        })
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     onRequest(req, res).catch((err: unknown) => {
@@ -162,6 +176,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
   })
   const { port } = server.address() as AddressInfo
+  let metricsUrl: string | null = null
+  if (metricsServer !== null) {
+    await new Promise<void>((resolve, reject) => {
+      metricsServer.once('error', reject)
+      metricsServer.listen(config.metricsPort!, config.host, () => resolve())
+    })
+    const hostName = config.host.includes(':') ? `[${config.host}]` : config.host
+    metricsUrl = `http://${hostName}:${(metricsServer.address() as AddressInfo).port}${config.metricsPath}`
+  }
   const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${hostForUrl}:${port}`
   logger.info(
@@ -173,6 +196,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       keySets: keyRing.sets.map((k) => k.id),
       store: opened?.kind ?? 'custom',
       mode: front.mode,
+      metrics: metricsUrl ?? `${url}${config.metricsPath}`,
       node: gateway.nodeId,
     },
     'WSDS gateway listening',
@@ -187,9 +211,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     currentKeySet: keyRing.current,
     port,
     url,
+    metricsUrl: metricsUrl ?? `${url}${config.metricsPath}`,
     async close() {
       await gateway.close()
       authenticator.close()
+      if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
       await new Promise<void>((resolve) => {
         server.closeAllConnections()
         server.close(() => resolve())
