@@ -5,11 +5,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePort, requireBinary } from './services.ts'
+import { freePort, requireBinary, waitForPort } from './services.ts'
 
 const DEPLOY = fileURLToPath(new URL('../../deploy/', import.meta.url))
 
@@ -93,29 +92,6 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-function waitForPort(port: number, child: ChildProcess, timeoutMs: number, output: () => string, name: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        reject(new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before listening:\n${output()}`))
-        return
-      }
-      const sock = connect(port, '127.0.0.1')
-      sock.once('connect', () => {
-        sock.destroy()
-        resolve()
-      })
-      sock.once('error', () => {
-        sock.destroy()
-        if (Date.now() > deadline) reject(new Error(`${name} did not listen on ${port} within ${timeoutMs} ms:\n${output()}`))
-        else setTimeout(attempt, 25)
-      })
-    }
-    attempt()
-  })
-}
-
 async function startProcess(options: {
   name: string
   binary: string
@@ -180,7 +156,7 @@ async function startProcess(options: {
     return stopping
   }
   try {
-    await waitForPort(port, child, 15_000, output, name)
+    await waitForPort(port, { child, timeoutMs: 15_000, describe: output, name })
   } catch (err) {
     await stop()
     throw err

@@ -1,7 +1,6 @@
 /** A private redis-server for tests: own port, no persistence, stoppable and restartable. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { connect } from 'node:net'
-import { freePort } from './services.ts'
+import { freePort, waitForPort } from './services.ts'
 
 export interface RedisServer {
   port: number
@@ -12,25 +11,6 @@ export interface RedisServer {
   start(): Promise<void>
 }
 
-function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const sock = connect(port, '127.0.0.1')
-      sock.once('connect', () => {
-        sock.destroy()
-        resolve()
-      })
-      sock.once('error', () => {
-        sock.destroy()
-        if (Date.now() > deadline) reject(new Error(`redis did not listen on ${port}`))
-        else setTimeout(attempt, 20)
-      })
-    }
-    attempt()
-  })
-}
-
 export async function startRedisServer(binary: string): Promise<RedisServer> {
   const port = await freePort()
   let child: ChildProcess | null = null
@@ -38,7 +18,7 @@ export async function startRedisServer(binary: string): Promise<RedisServer> {
     child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {
       stdio: 'ignore',
     })
-    await waitForPort(port, 5000)
+    await waitForPort(port, { timeoutMs: 5000, name: 'redis-server', child: child! })
   }
   const stop = async () => {
     const c = child

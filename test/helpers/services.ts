@@ -3,8 +3,8 @@
  * missing binary skips the tests that need it; in CI (CI=true) it fails them, so a broken
  * install step can never pass as green.
  */
-import { execFileSync } from 'node:child_process'
-import { createServer } from 'node:net'
+import { execFileSync, type ChildProcess } from 'node:child_process'
+import { connect, createServer } from 'node:net'
 
 export function findBinary(name: string, candidates: string[] = []): string | null {
   for (const path of candidates) {
@@ -41,5 +41,38 @@ export function freePort(): Promise<number> {
       const { port } = srv.address() as { port: number }
       srv.close(() => resolve(port))
     })
+  })
+}
+
+/**
+ * Resolves once something accepts TCP connections on loopback `port`. Rejects after
+ * `timeoutMs`, or at once when `child` (the process expected to listen) has exited;
+ * `describe` supplies context (its logs) for the error.
+ */
+export function waitForPort(
+  port: number,
+  options: { timeoutMs: number; name: string; child?: ChildProcess; describe?: () => string },
+): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs
+  const context = () => (options.describe ? `:\n${options.describe()}` : '')
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const child = options.child
+      if (child && (child.exitCode !== null || child.signalCode !== null)) {
+        reject(new Error(`${options.name} exited (${child.exitCode ?? child.signalCode}) before listening${context()}`))
+        return
+      }
+      const sock = connect(port, '127.0.0.1')
+      sock.once('connect', () => {
+        sock.destroy()
+        resolve()
+      })
+      sock.once('error', () => {
+        sock.destroy()
+        if (Date.now() > deadline) reject(new Error(`${options.name} did not listen on ${port} within ${options.timeoutMs} ms${context()}`))
+        else setTimeout(attempt, 20)
+      })
+    }
+    attempt()
   })
 }
