@@ -51,12 +51,10 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   async function middleware(req: Request, res: Response, next: NextFunction): Promise<void> {
     let decision: FrontDecision
     try {
-      decision = await guard.decide({
-        connectionId: connectionIdOf(req, guard.header),
-        method: req.method,
-        path: req.originalUrl,
-        remoteAddress: req.ip ?? req.socket.remoteAddress,
-      })
+      const connectionId = connectionIdOf(req, guard.header)
+      decision =
+        guard.decideCached(connectionId) ??
+        (await guard.decide({ connectionId, method: req.method, path: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress }))
       if (!decision.pass) {
         if (onReject !== undefined) {
           const handled = await onReject(req, res, decision)

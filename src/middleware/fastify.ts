@@ -57,12 +57,10 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   app.decorate('wsds', handleOf(guard))
 
   app.addHook('onRequest', async (request, reply) => {
-    const decision = await guard.decide({
-      connectionId: first(request.headers[guard.header]),
-      method: request.method,
-      path: request.url,
-      remoteAddress: request.ip,
-    })
+    const connectionId = first(request.headers[guard.header])
+    const decision =
+      guard.decideCached(connectionId) ??
+      (await guard.decide({ connectionId, method: request.method, path: request.url, remoteAddress: request.ip }))
     if (decision.pass) {
       // Node's header object itself, which `request.headers` returns: x-wsds-* come only
       // from us, a client must not hand the handler its own verdict or id.

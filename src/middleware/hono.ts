@@ -10,8 +10,8 @@
  * runtime Hono runs on, with any `Store` the runtime can reach. `storeUrl` works on Node.
  */
 import type { Context, MiddlewareHandler } from 'hono'
+import { CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, VERDICT_HEADER } from '../core/front.ts'
 import {
-  WSDS_HEADER_PREFIX,
   connectionOf,
   createGuard,
   handleOf,
@@ -45,9 +45,17 @@ function pathOf(url: string): string {
   return slash === -1 ? '/' : url.slice(slash)
 }
 
+/** The headers the middleware sets; the only x-wsds-* a handler may trust. */
+const OWN_HEADERS = [VERDICT_HEADER, CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER] as const
+
 function rewrite(headers: Headers, set: Record<string, string>): void {
-  for (const name of [...headers.keys()]) if (name.startsWith(WSDS_HEADER_PREFIX)) headers.delete(name)
-  for (const [name, value] of Object.entries(set)) headers.set(name, value)
+  // Only our three names are cleared, not every x-wsds-*: scanning all keys of a Headers
+  // object is what made this middleware slow, and no other x-wsds-* name means anything.
+  for (const name of OWN_HEADERS) {
+    const value = set[name]
+    if (value === undefined) headers.delete(name)
+    else headers.set(name, value)
+  }
 }
 
 /** Creates the middleware; throws `ERR_CONFIG` naming a bad option. */
@@ -56,11 +64,8 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
   const onReject = options.onReject
 
   const middleware: MiddlewareHandler<WsdsEnv> = async (c, next) => {
-    const decision = await guard.decide({
-      connectionId: c.req.header(guard.header),
-      method: c.req.method,
-      path: pathOf(c.req.url),
-    })
+    const connectionId = c.req.header(guard.header)
+    const decision = guard.decideCached(connectionId) ?? (await guard.decide({ connectionId, method: c.req.method, path: pathOf(c.req.url) }))
     if (decision.pass) {
       // x-wsds-* come only from us: a client must not hand the handler its own verdict or id.
       try {

@@ -70,6 +70,8 @@ export interface WsdsGuard extends WsdsHandle {
   /** Lower-cased name of the id header. */
   readonly header: string
   decide(request: AccessRequest): Promise<FrontDecision>
+  /** A cached admission, synchronously (no promise on the hot path), or undefined: then `decide`. */
+  decideCached(connectionId: string | undefined): FrontDecision | undefined
 }
 
 /** Request headers only the middleware may set: a client's own are removed first (as the proxy does). */
@@ -208,6 +210,7 @@ export function createGuard(options: WsdsMiddlewareOptions & { onReject?: unknow
     front,
     cacheTtlMs,
     decide: (request) => front.decide(request),
+    decideCached: (connectionId) => front.decideCached(connectionId),
     async ready() {
       if (opening !== null) await opening
     },
