@@ -276,6 +276,38 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
 proxySuite('nginx', nginxBinary.skip, startNginx)
 proxySuite('Caddy', caddyBinary.skip, startCaddy)
 
+describe('when the auth check is answered by something that is not the gateway', () => {
+  // What happens if a proxy sends its auth request to the wrong place (Caddy before the
+  // caddyserver/caddy#7859 fix does, rarely, under load): a 2xx without the gateway's
+  // X-WSDS-Verdict must not let the request through.
+  // nginx's auth_request has no such bug and its phases leave no place for this check.
+  for (const [name, skip, start] of [['Caddy', caddyBinary.skip, startCaddy]] as const) {
+    it(`${name} refuses with 401 instead of passing the request on`, { skip }, async () => {
+      const { createServer } = await import('node:http')
+      let reachedApi = 0
+      // Answers 200 to everything, the auth check included, as a catch-all app would.
+      const liar = createServer((req, res) => {
+        if (!req.url?.startsWith('/wsds/auth')) reachedApi++
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end('{"ok":true}')
+      })
+      await new Promise<void>((r) => liar.listen(0, '127.0.0.1', r))
+      const at = `127.0.0.1:${(liar.address() as { port: number }).port}`
+      const proxy = await start({ gateway: at, upstream: at })
+      try {
+        const res = await fetch(`${proxy.url}/api/greeting`, { headers: { connectionId: 'AAAAAAAAAAAAAAAAAAAAAA' } })
+        assert.equal(res.status, 401)
+        assert.deepEqual(await res.json(), { error: 'unauthorized' })
+        assert.equal(reachedApi, 0)
+      } finally {
+        await proxy.stop()
+        liar.closeAllConnections()
+        await new Promise((r) => liar.close(r))
+      }
+    })
+  }
+})
+
 describe('proxy templates', () => {
   it('use exactly the placeholders the tests fill', () => {
     for (const path of [NGINX_TEMPLATE, CADDY_TEMPLATE]) {
