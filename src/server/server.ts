@@ -105,29 +105,24 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     : null
 
   async function authorize(req: IncomingMessage, res: ServerResponse, onPass: (headers: Record<string, string>) => void) {
-    // A cached admission is answered synchronously; only misses pay for promises.
-    const cached = front.decideCached(connectionIdOf(req))
-    if (cached !== undefined) return onPass(cached.headers)
     const decision = await decideRequest(front, req)
     if (decision.pass) onPass(decision.headers)
     else sendRefusal(req, res, decision)
   }
 
-  async function onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = pathOf(req.url ?? '/')
-    if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) {
-      return authorize(req, res, (headers) => {
-        if (proxy !== null) return proxy(req, res, headers)
-        req.url = (req.url ?? '/').slice(API_PREFIX.length) || '/'
-        handleGreeting(req, res)
-      })
-    }
-    if (path === config.authPath) {
-      return authorize(req, res, (headers) => {
-        res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
-        res.end()
-      })
-    }
+  const passApi = (req: IncomingMessage, res: ServerResponse) => (headers: Record<string, string>) => {
+    if (proxy !== null) return proxy(req, res, headers)
+    req.url = (req.url ?? '/').slice(API_PREFIX.length) || '/'
+    handleGreeting(req, res)
+  }
+  const passAuth = (res: ServerResponse) => (headers: Record<string, string>) => {
+    res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
+    res.end()
+  }
+
+  async function onRequest(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) return authorize(req, res, passApi(req, res))
+    if (path === config.authPath) return authorize(req, res, passAuth(res))
     if (path === '/healthz') {
       return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
     }
@@ -157,7 +152,14 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         })
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    onRequest(req, res).catch((err: unknown) => {
+    const path = pathOf(req.url ?? '/')
+    // The hot path, a protected request whose id is cached, runs without a promise.
+    const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
+    if (isApi || path === config.authPath) {
+      const cached = front.decideCached(connectionIdOf(req))
+      if (cached !== undefined) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
+    }
+    onRequest(req, res, path).catch((err: unknown) => {
       logger.error({ event: 'request-error', error: String(err) }, 'request failed')
       if (!res.headersSent) sendJson(res, 500, '{"error":"internal"}')
       else res.destroy()
