@@ -67,6 +67,7 @@ export interface RunningProxy {
 }
 
 const running = new Set<ChildProcess>()
+const MAX_OUTPUT_CHARS = 256 * 1024
 
 // Last line of defence: a test process that dies without running its after hooks must not
 // leave a proxy (or nginx's workers) listening. Only our own process groups are signalled.
@@ -112,9 +113,14 @@ async function startProcess(options: {
     detached: true,
   })
   running.add(child)
+  // Only the tail is kept: Caddy logs every request, and the bench sends hundreds of thousands.
   let out = ''
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
+  const capture = (c: Buffer) => {
+    out += c.toString()
+    if (out.length > MAX_OUTPUT_CHARS) out = out.slice(-MAX_OUTPUT_CHARS / 2)
+  }
+  child.stdout!.on('data', capture)
+  child.stderr!.on('data', capture)
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => {
       running.delete(child)
@@ -171,16 +177,12 @@ function makeDir(name: string): string {
   return dir
 }
 
-/** Renders deploy/nginx/nginx.conf.template and runs `nginx -p <dir> -c <conf> -g 'daemon off;'`. */
-export async function startNginx(targets: ProxyTargets): Promise<RunningProxy> {
+/** Runs nginx on a configuration text: `nginx -p <dir> -c <conf> -g 'daemon off;'`. */
+export async function runNginx(config: string, port: number): Promise<RunningProxy> {
   if (nginxBinary.path === null) throw new Error('nginx not installed')
   const dir = makeDir('nginx')
-  const port = targets.port ?? (await freePort())
   const configPath = join(dir, 'nginx.conf')
-  writeFileSync(
-    configPath,
-    renderTemplate(readFileSync(NGINX_TEMPLATE, 'utf8'), { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }),
-  )
+  writeFileSync(configPath, config)
   return startProcess({
     name: 'nginx',
     binary: nginxBinary.path,
@@ -193,16 +195,19 @@ export async function startNginx(targets: ProxyTargets): Promise<RunningProxy> {
   })
 }
 
-/** Renders deploy/caddy/Caddyfile and runs `caddy run --config <file> --adapter caddyfile`. */
-export async function startCaddy(targets: ProxyTargets): Promise<RunningProxy> {
+/** Renders deploy/nginx/nginx.conf.template and runs it. */
+export async function startNginx(targets: ProxyTargets): Promise<RunningProxy> {
+  const port = targets.port ?? (await freePort())
+  const template = readFileSync(NGINX_TEMPLATE, 'utf8')
+  return runNginx(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }), port)
+}
+
+/** Runs Caddy on a Caddyfile text: `caddy run --config <file> --adapter caddyfile`. */
+export async function runCaddy(config: string, port: number): Promise<RunningProxy> {
   if (caddyBinary.path === null) throw new Error('caddy not installed')
   const dir = makeDir('caddy')
-  const port = targets.port ?? (await freePort())
   const configPath = join(dir, 'Caddyfile')
-  writeFileSync(
-    configPath,
-    renderTemplate(readFileSync(CADDY_TEMPLATE, 'utf8'), { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }),
-  )
+  writeFileSync(configPath, config)
   for (const sub of ['data', 'config', 'home']) mkdirSync(join(dir, sub))
   return startProcess({
     name: 'caddy',
@@ -214,4 +219,11 @@ export async function startCaddy(targets: ProxyTargets): Promise<RunningProxy> {
     configPath,
     port,
   })
+}
+
+/** Renders deploy/caddy/Caddyfile and runs it. */
+export async function startCaddy(targets: ProxyTargets): Promise<RunningProxy> {
+  const port = targets.port ?? (await freePort())
+  const template = readFileSync(CADDY_TEMPLATE, 'utf8')
+  return runCaddy(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }), port)
 }
