@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AuthorizerEvent, AuthorizerResult, ProxyEvent, ProxyResult } from '../../src/aws/events.ts'
 import { UNAUTHORIZED } from '../../src/aws/rest.ts'
+import { STORE_UNAVAILABLE_BODY, UNAUTHORIZED_BODY } from '../../src/core/front.ts'
 import { LOCAL_ACCOUNT, LOCAL_REGION } from './template.ts'
 
 export interface RestApiOptions {
@@ -40,7 +41,6 @@ export interface RestApi {
   stats: RestApiStats
 }
 
-const UNAUTHORIZED_BODY = '{"error":"unauthorized"}'
 
 const matches = (pattern: string, arn: string) => new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$').test(arn)
 
@@ -89,7 +89,7 @@ export function createRestApi(options: RestApiOptions): RestApi {
             return send(res, 401, UNAUTHORIZED_BODY)
           }
           count('deny:authorizer-failure')
-          return send(res, 503, '{"error":"store-unavailable"}', { 'retry-after': '1' })
+          return send(res, 503, STORE_UNAVAILABLE_BODY, { 'retry-after': '1' })
         }
         if (options.cacheTtlSeconds > 0) cache.set(identity, { result, until: now + options.cacheTtlSeconds * 1000 })
       }
