@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { serve } from '@hono/node-server'
 import express from 'express'
 import Fastify from 'fastify'
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import { Redis } from 'ioredis'
 import { isWsdsError } from '../src/core/errors.ts'
 import { createKeyRing } from '../src/core/keyring.ts'
@@ -74,6 +74,13 @@ interface Framework {
   start(options: Options, customReject?: boolean): Promise<RunningApp>
   /** Creates the middleware as an app would; rejects with what creation throws. The caller closes the handle. */
   create(options: Options): Promise<WsdsHandle>
+  /**
+   * Whether enforce mode also labels the request with x-wsds-* headers for the handler.
+   * Hono does only in monitor mode: the connection is `c.get('wsds')`.
+   */
+  labelsInEnforce: boolean
+  /** A route guarded by the middleware's per-route form (Hono's `protect(handler)`), answering an `Echo`. */
+  protectPath?: string
 }
 
 const sawHeader = (value: string | string[] | undefined | null): string | null => (Array.isArray(value) ? value[0]! : (value ?? null))
@@ -90,6 +97,7 @@ async function stop(server: Server): Promise<void> {
 
 const expressFramework: Framework = {
   name: 'express',
+  labelsInEnforce: true,
   async start(options, customReject = false) {
     const opts = { ...options } as WsdsExpressOptions
     if (customReject) {
@@ -129,6 +137,7 @@ const expressFramework: Framework = {
 
 const fastifyFramework: Framework = {
   name: 'fastify',
+  labelsInEnforce: true,
   async start(options, customReject = false) {
     const opts = { ...options } as WsdsFastifyOptions
     if (customReject) {
@@ -168,6 +177,8 @@ const fastifyFramework: Framework = {
 
 const honoFramework: Framework = {
   name: 'hono',
+  labelsInEnforce: false,
+  protectPath: '/guarded/echo',
   async start(options, customReject = false) {
     const opts = { ...options } as WsdsHonoOptions
     if (customReject) {
@@ -177,14 +188,15 @@ const honoFramework: Framework = {
     const middleware = honoWsds(opts)
     const app = new Hono<WsdsEnv>()
     app.use('/api/*', middleware)
-    app.get('/api/echo', (c) =>
+    const echoHandler = (c: Context<WsdsEnv>) =>
       c.json({
         wsds: c.get('wsds') ?? null,
         verdict: c.req.header('x-wsds-verdict') ?? null,
         forwardedId: c.req.header('x-wsds-connection-id') ?? null,
         forwardedOrigin: c.req.header('x-wsds-origin') ?? null,
-      } satisfies Echo),
-    )
+      } satisfies Echo)
+    app.get('/api/echo', echoHandler)
+    app.get('/guarded/echo', middleware.protect(echoHandler))
     app.get('/open', (c) => c.json({ open: true }))
     await middleware.ready()
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server
@@ -348,8 +360,13 @@ function middlewareSuite(fw: Framework): void {
             assert.equal(seen.wsds?.origin, TEST_ORIGIN)
             assert.equal(seen.wsds?.verdict, 'allow')
             assert.ok(typeof seen.wsds?.verifiedAt === 'number' && seen.wsds.verifiedAt >= before && seen.wsds.verifiedAt <= Date.now())
-            assert.equal(seen.verdict, 'allow')
-            assert.equal(seen.forwardedId, connectionId)
+            if (fw.labelsInEnforce) {
+              assert.equal(seen.verdict, 'allow')
+              assert.equal(seen.forwardedId, connectionId)
+            } else {
+              assert.equal(seen.verdict, null)
+              assert.equal(seen.forwardedId, null)
+            }
             await client.close()
           })
 
@@ -382,13 +399,38 @@ function middlewareSuite(fw: Framework): void {
             await eventually(async () => (await status(app, connectionId)) === 401, 100, '401 after the socket closed')
           })
 
-          it('replaces x-wsds-* headers the client sent with its own', async () => {
+          it(`${fw.labelsInEnforce ? 'replaces' : 'removes'} x-wsds-* headers the client sent${fw.labelsInEnforce ? ' with its own' : ''}`, async () => {
             const { client, connectionId } = await handshake()
-            const seen = await echo(app, { connectionId, 'x-wsds-origin': 'http://evil.example', 'x-wsds-verdict': 'deny:forged' })
-            assert.equal(seen.forwardedOrigin, TEST_ORIGIN)
-            assert.equal(seen.verdict, 'allow')
+            const forged = { connectionId, 'x-wsds-origin': 'http://evil.example', 'x-wsds-verdict': 'deny:forged', 'x-wsds-connection-id': 'forged-id-forged-id' }
+            // Twice: the second request is answered from the authenticator's cache, a path of its own.
+            for (let i = 0; i < 2; i++) {
+              const seen = await echo(app, forged)
+              assert.equal(seen.forwardedOrigin, fw.labelsInEnforce ? TEST_ORIGIN : null)
+              assert.equal(seen.verdict, fw.labelsInEnforce ? 'allow' : null)
+              assert.equal(seen.forwardedId, fw.labelsInEnforce ? connectionId : null)
+              assert.equal(seen.wsds?.connectionId, connectionId)
+            }
             await client.close()
           })
+
+          if (fw.protectPath !== undefined) {
+            const path = fw.protectPath
+            it('guards a single route with protect(handler): admits a verified id, refuses others, 401 within 100 ms of the close', async () => {
+              await assertRefusal(await get(app, {}, path), 401, { error: 'unauthorized' })
+              await assertRefusal(await get(app, { connectionId: unknownId() }, path), 401, { error: 'unauthorized' })
+              const { client, connectionId } = await handshake()
+              for (let i = 0; i < 2; i++) {
+                const res = await get(app, { connectionId, 'x-wsds-verdict': 'allow' }, path)
+                assert.equal(res.status, 200)
+                const seen = (await res.json()) as Echo
+                assert.equal(seen.wsds?.connectionId, connectionId)
+                assert.equal(seen.wsds?.origin, TEST_ORIGIN)
+                assert.equal(seen.verdict, null)
+              }
+              await client.close()
+              await eventually(async () => (await get(app, { connectionId }, path)).status === 401, 100, 'protect() route 401 after the socket closed')
+            })
+          }
 
           it('leaves routes outside the protected prefix open', async () => {
             const res = await get(app, {}, '/open')
@@ -424,6 +466,27 @@ function middlewareSuite(fw: Framework): void {
             assert.equal(seen.verdict, 'deny:missing')
             assert.equal(seen.forwardedId, null)
           })
+
+          it('labels every verdict, cached admissions included, in x-wsds-* request headers', async () => {
+            const { client, connectionId } = await handshake()
+            for (let i = 0; i < 2; i++) {
+              const seen = await echo(monitor, { connectionId, 'x-wsds-origin': 'http://evil.example' })
+              assert.equal(seen.verdict, 'allow')
+              assert.equal(seen.forwardedId, connectionId)
+              assert.equal(seen.forwardedOrigin, TEST_ORIGIN)
+            }
+            await client.close()
+          })
+
+          if (fw.protectPath !== undefined) {
+            it('admits and labels on a protect(handler) route too', async () => {
+              const res = await get(monitor, { connectionId: unknownId() }, fw.protectPath)
+              assert.equal(res.status, 200)
+              const seen = (await res.json()) as Echo
+              assert.equal(seen.verdict, 'deny:unknown')
+              assert.equal(seen.wsds, null)
+            })
+          }
         })
 
         describe('header and onReject options', () => {
@@ -487,6 +550,7 @@ function middlewareSuite(fw: Framework): void {
               const seen = await echo(monitor, { connectionId: held.connectionId })
               assert.equal(seen.verdict, 'deny:store-unavailable')
               assert.equal(seen.wsds, null)
+              if (fw.protectPath !== undefined) await assertRefusal(await get(app, { connectionId: held.connectionId }, fw.protectPath), 503, { error: 'store-unavailable' })
             } finally {
               await redis!.start()
             }

@@ -3,7 +3,8 @@
  * (express, fastify or hono via @hono/node-server) with the same handler on three routes:
  * `/api/greeting` behind the framework's WSDS middleware, `/open/greeting` without it, and
  * `/noop/greeting` behind a middleware that does nothing (for context: what any middleware
- * of that shape costs in that framework).
+ * of that shape costs in that framework). Hono also has `/route/greeting`, the handler
+ * wrapped in the middleware's `protect()` instead of `app.use`.
  * The WSDS gateway is attached to the app's own HTTP server with a memory store, so the
  * verified connection the load generator holds is a real one in the same process, and the
  * middleware reads that store (warm cache after the first request).
@@ -77,6 +78,8 @@ if (framework === 'express') {
     await next()
   })
   app.get('/noop/greeting', (c) => c.json(greeting))
+  // The same check as the route's only handler (no middleware chain): Hono only.
+  app.get('/route/greeting', mw.protect((c) => c.json(greeting)))
   server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server)) as Server
   })

@@ -10,10 +10,10 @@
 import type { NextFunction, Request, Response } from 'express'
 import { connectionIdOf, sendRefusal } from '../proxy/http-auth.ts'
 import {
-  WSDS_HEADER_PREFIX,
   connectionOf,
   createGuard,
   handleOf,
+  labelNodeHeaders,
   type FrontDecision,
   type WsdsConnection,
   type WsdsHandle,
@@ -41,20 +41,24 @@ export interface WsdsExpressOptions extends WsdsMiddlewareOptions {
   onReject?: (req: Request, res: Response, decision: FrontDecision) => unknown
 }
 
-export type WsdsExpressMiddleware = ((req: Request, res: Response, next: NextFunction) => Promise<void>) & WsdsHandle
+export type WsdsExpressMiddleware = ((req: Request, res: Response, next: NextFunction) => void | Promise<void>) & WsdsHandle
 
 /** Creates the middleware; throws `ERR_CONFIG` naming a bad option. */
 export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   const guard = createGuard(options)
   const onReject = options.onReject
 
-  async function middleware(req: Request, res: Response, next: NextFunction): Promise<void> {
+  const pass = (req: Request, decision: FrontDecision, next: NextFunction): void => {
+    // x-wsds-* come only from us: a client must not hand the handler its own verdict or id.
+    labelNodeHeaders(req.headers, decision.headers)
+    req.wsds = connectionOf(decision)
+    next()
+  }
+
+  async function decideAndAnswer(req: Request, res: Response, next: NextFunction, connectionId: string | undefined): Promise<void> {
     let decision: FrontDecision
     try {
-      const connectionId = connectionIdOf(req, guard.header)
-      decision =
-        guard.decideCached(connectionId) ??
-        (await guard.decide({ connectionId, method: req.method, path: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress }))
+      decision = await guard.decide({ connectionId, method: req.method, path: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress })
       if (!decision.pass) {
         if (onReject !== undefined) {
           const handled = await onReject(req, res, decision)
@@ -67,11 +71,16 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
       next(err)
       return
     }
-    // x-wsds-* come only from us: a client must not hand the handler its own verdict or id.
-    for (const name of Object.keys(req.headers)) if (name.startsWith(WSDS_HEADER_PREFIX)) delete req.headers[name]
-    Object.assign(req.headers, decision.headers)
-    req.wsds = connectionOf(decision)
-    next()
+    pass(req, decision, next)
+  }
+
+  // A cached admission is answered without a promise: Express 5 would otherwise attach
+  // handlers to the one an async middleware returns, on every request.
+  function middleware(req: Request, res: Response, next: NextFunction): void | Promise<void> {
+    const connectionId = connectionIdOf(req, guard.header)
+    const cached = guard.decideCached(connectionId)
+    if (cached !== undefined) return pass(req, cached, next)
+    return decideAndAnswer(req, res, next, connectionId)
   }
 
   return Object.assign(middleware, handleOf(guard))

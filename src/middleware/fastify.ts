@@ -10,12 +10,12 @@
  * encapsulation, as fastify-plugin does): register it inside a prefixed plugin to protect
  * only those routes. The store it opened is closed by `app.close()`.
  */
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import {
-  WSDS_HEADER_PREFIX,
   connectionOf,
   createGuard,
   handleOf,
+  labelNodeHeaders,
   refusalHeaders,
   type FrontDecision,
   type WsdsConnection,
@@ -56,25 +56,39 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   if (!app.hasRequestDecorator('wsds')) app.decorateRequest('wsds', undefined)
   app.decorate('wsds', handleOf(guard))
 
-  app.addHook('onRequest', async (request, reply) => {
-    const connectionId = first(request.headers[guard.header])
-    const decision =
-      guard.decideCached(connectionId) ??
-      (await guard.decide({ connectionId, method: request.method, path: request.url, remoteAddress: request.ip }))
-    if (decision.pass) {
-      // Node's header object itself, which `request.headers` returns: x-wsds-* come only
-      // from us, a client must not hand the handler its own verdict or id.
-      const headers = request.raw.headers
-      for (const name of Object.keys(headers)) if (name.startsWith(WSDS_HEADER_PREFIX)) delete headers[name]
-      Object.assign(headers, decision.headers)
-      request.wsds = connectionOf(decision)
-      return
-    }
+  const pass = (request: FastifyRequest, decision: FrontDecision): void => {
+    // Node's header object itself, which `request.headers` returns: x-wsds-* come only
+    // from us, a client must not hand the handler its own verdict or id.
+    labelNodeHeaders(request.raw.headers, decision.headers)
+    request.wsds = connectionOf(decision)
+  }
+
+  const decideAndAnswer = async (request: FastifyRequest, reply: FastifyReply, connectionId: string | undefined): Promise<unknown> => {
+    const decision = await guard.decide({ connectionId, method: request.method, path: request.url, remoteAddress: request.ip })
+    if (decision.pass) return pass(request, decision)
     if (onReject !== undefined) {
       const handled = await onReject(request, reply, decision)
       if (handled !== undefined || reply.sent) return reply
     }
     return reply.code(decision.status).headers(refusalHeaders(decision)).send(decision.body)
+  }
+
+  // Callback style, so a cached admission goes on without a promise (an async hook costs
+  // Fastify a promise and its resolution on every request); anything else is async.
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+    const connectionId = first(request.headers[guard.header])
+    const cached = guard.decideCached(connectionId)
+    if (cached !== undefined) {
+      pass(request, cached)
+      done()
+      return
+    }
+    decideAndAnswer(request, reply, connectionId).then(
+      (answered) => {
+        if (answered !== reply) done()
+      },
+      (err: Error) => done(err),
+    )
   })
   // Waiting here makes `app.ready()` / `listen()` wait for the store (at most 5 s for Redis).
   await guard.ready()

@@ -7,7 +7,16 @@
 import { CONNECTION_ID_HEADER, type AccessRequest } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import { WsdsError } from '../core/errors.ts'
-import { createFront, type Front, type FrontDecision, type Mode, type Verdict } from '../core/front.ts'
+import {
+  CONNECTION_ID_RESPONSE_HEADER,
+  ORIGIN_RESPONSE_HEADER,
+  VERDICT_HEADER,
+  createFront,
+  type Front,
+  type FrontDecision,
+  type Mode,
+  type Verdict,
+} from '../core/front.ts'
 import { Listeners, type Store } from '../core/store.ts'
 
 export type { FrontDecision, Mode, Verdict } from '../core/front.ts'
@@ -74,8 +83,28 @@ export interface WsdsGuard extends WsdsHandle {
   decideCached(connectionId: string | undefined): FrontDecision | undefined
 }
 
-/** Request headers only the middleware may set: a client's own are removed first (as the proxy does). */
+/** Prefix of the request headers WSDS sets; the id header may not use it. */
 export const WSDS_HEADER_PREFIX = 'x-wsds-'
+
+/**
+ * The request headers a middleware sets (lower case). Only these mean anything to a handler,
+ * so only these are cleared of what the client sent: checking three names is cheaper than
+ * scanning every header on every request.
+ */
+export const OWN_HEADERS = [VERDICT_HEADER, CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER] as const
+
+/**
+ * Labels a Node request's header object (Express, Fastify): our headers from the decision,
+ * and none of the client's under our names. A name is deleted only when the client sent it:
+ * `delete` turns the object into a slow dictionary for the rest of the request.
+ */
+export function labelNodeHeaders(headers: Record<string, string | string[] | undefined>, set: Readonly<Record<string, string>>): void {
+  for (const name of OWN_HEADERS) {
+    const value = set[name]
+    if (value !== undefined) headers[name] = value
+    else if (headers[name] !== undefined) delete headers[name]
+  }
+}
 
 // RFC 9110 token: what a header field name may be.
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
