@@ -6,8 +6,10 @@
  * structurally: parsed as YAML, every reference resolved, the routing rules evaluated.
  */
 import assert from 'node:assert/strict'
-import { readFileSync, readdirSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import type { IncomingHttpHeaders } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { Browser } from 'playwright-core'
 import { parseDocument } from 'yaml'
@@ -74,8 +76,12 @@ interface Reply {
   text: string
 }
 
-function proxySuite(name: string, skip: string | false, start: (targets: ProxyTargets) => Promise<RunningProxy>): void {
-  describe(`${name} in front of the gateway (deploy/)`, { skip: skip || chromiumBinary.skip }, () => {
+/** How the proxy reaches the gateway: its TCP port, or its Unix socket (WSDS_SOCKET). */
+type Via = 'tcp' | 'unix'
+
+function proxySuite(name: string, skip: string | false, start: (targets: ProxyTargets) => Promise<RunningProxy>, via: Via): void {
+  const title = via === 'tcp' ? `${name} in front of the gateway (deploy/)` : `${name} in front of the gateway over its Unix socket (deploy/, WSDS_SOCKET)`
+  describe(title, { skip: skip || chromiumBinary.skip }, () => {
     let browser: Browser | undefined
     let gateway: TestServer | undefined
     let greeting: Awaited<ReturnType<typeof startGreetingServer>> | undefined
@@ -83,6 +89,7 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
     let gatewayClosed = false
     let origin = ''
     let storeState = { down: false }
+    let socketDir: string | null = null
     /** Every request that reached the protected upstream. */
     const seen: Seen[] = []
     const connections = { gateway: 0, upstream: 0 }
@@ -105,9 +112,20 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
       const switchable = switchableStore()
       storeState = switchable.state
       const base = loadConfig({ PORT: '0', WSDS_ALLOWED_ORIGINS: origin, WSDS_RATE_LIMIT: 'off' })
-      gateway = await startTestServer({ ...base, keySets: [testKeySet], demo: true, upstream: greeting.url }, { store: switchable.store })
+      let socketPath: string | null = null
+      if (via === 'unix') {
+        socketDir = mkdtempSync(join(tmpdir(), 'wsds-proxy-sock-'))
+        // nginx's workers drop to another user when the tests run as root: they must reach
+        // the directory and write to the socket (which connecting takes).
+        chmodSync(socketDir, 0o755)
+        socketPath = join(socketDir, 'gateway.sock')
+      }
+      gateway = await startTestServer(
+        { ...base, keySets: [testKeySet], demo: true, upstream: greeting.url, socketPath, socketMode: 0o666 },
+        { store: switchable.store },
+      )
       gateway.server.on('connection', () => connections.gateway++)
-      proxy = await start({ gateway: `127.0.0.1:${gateway.port}`, upstream: new URL(greeting.url).host, port: proxyPort })
+      proxy = await start({ gateway: socketPath ?? `127.0.0.1:${gateway.port}`, upstream: new URL(greeting.url).host, port: proxyPort })
       browser = await launchBrowser()
     })
 
@@ -116,6 +134,7 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
       await proxy?.stop()
       if (!gatewayClosed) await gateway?.close()
       await greeting?.close()
+      if (socketDir !== null) rmSync(socketDir, { recursive: true, force: true })
     })
 
     /** A test whose failure also prints what the proxy logged. */
@@ -223,6 +242,11 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
       assert.ok(hit)
       assert.equal(hit.method, 'POST')
       assert.ok((await hit.body).equals(payload), 'the upstream received the whole body')
+      // The auth check must not have announced a body it did not send: that would leave the
+      // proxy's kept-alive connection to the gateway waiting, and the next checks stuck.
+      const started = performance.now()
+      for (let i = 0; i < 3; i++) assert.equal((await api(connectionId, {}, `who=AfterBody${i}`)).status, 200)
+      assert.ok(performance.now() - started < 2000, `3 checks after a body took ${Math.round(performance.now() - started)} ms`)
       await client.close()
     })
 
@@ -234,6 +258,17 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
       const opened = { gateway: connections.gateway - before.gateway, upstream: connections.upstream - before.upstream }
       assert.ok(opened.gateway <= 2, `20 authorized calls opened ${opened.gateway} connections to the gateway`)
       assert.ok(opened.upstream <= 2, `20 authorized calls opened ${opened.upstream} connections to the upstream`)
+
+      // Concurrent calls too: a proxy that keeps only a couple of idle connections per
+      // upstream (Go's default, so Caddy's unless told) opens one for most calls.
+      const concurrent = { ...connections }
+      for (let round = 0; round < 10; round++) {
+        const replies = await Promise.all(Array.from({ length: 16 }, (_, i) => api(connectionId, {}, `who=Parallel${round}x${i}`)))
+        assert.deepEqual(new Set(replies.map((r) => r.status)), new Set([200]))
+      }
+      const openedConcurrent = { gateway: connections.gateway - concurrent.gateway, upstream: connections.upstream - concurrent.upstream }
+      assert.ok(openedConcurrent.gateway <= 40, `160 calls, 16 at a time, opened ${openedConcurrent.gateway} connections to the gateway`)
+      assert.ok(openedConcurrent.upstream <= 40, `160 calls, 16 at a time, opened ${openedConcurrent.upstream} connections to the upstream`)
       await client.close()
     })
 
@@ -273,8 +308,10 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
   })
 }
 
-proxySuite('nginx', nginxBinary.skip, startNginx)
-proxySuite('Caddy', caddyBinary.skip, startCaddy)
+proxySuite('nginx', nginxBinary.skip, startNginx, 'tcp')
+proxySuite('Caddy', caddyBinary.skip, startCaddy, 'tcp')
+proxySuite('nginx', nginxBinary.skip, startNginx, 'unix')
+proxySuite('Caddy', caddyBinary.skip, startCaddy, 'unix')
 
 describe('when the auth check is answered by something that is not the gateway', () => {
   // What happens if a proxy sends its auth request to the wrong place (Caddy before the

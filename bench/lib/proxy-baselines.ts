@@ -71,6 +71,7 @@ http://:{{LISTEN_PORT}} {
 					dial_timeout 5s
 					keepalive 60s
 					keepalive_idle_conns 64
+					keepalive_idle_conns_per_host 64
 				}
 			}
 		}

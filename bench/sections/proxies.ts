@@ -9,10 +9,16 @@
  * - Caddy: deploy/caddy/Caddyfile (forward_auth, then reverse_proxy) by `startCaddy`,
  *   against a Caddyfile with only the reverse_proxy and the same transport settings.
  *
+ * Each proxy reaches the gateway two ways: over loopback TCP, and over the gateway's Unix
+ * socket (WSDS_SOCKET), the same-host setup docs/integrations.md recommends.
+ *
  * Load: wrk (its own process), GET /api/greeting?who=bench with the `connectionId` header of
  * a verified connection the load generator holds open on the gateway (memory store, warm
- * cache). Baseline and subject alternate in rounds of whole seconds (wrk's unit).
+ * cache). Baseline and subjects alternate in rounds of whole seconds (wrk's unit).
  */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { startCaddy, startNginx, type RunningProxy } from '../../test/helpers/proxies.ts'
 import { childPids, pidsByCmdline } from '../lib/procs.ts'
 import { startCaddyAlone, startNginxAlone, type BaselineProxy } from '../lib/proxy-baselines.ts'
@@ -70,7 +76,15 @@ export async function proxiesSection(ctx: SectionContext): Promise<SectionResult
     start('upstream', 'servers/upstream.ts', { execArgv: ctx.profileArgv('upstream') }),
     start('load', 'load/main.ts', { env: ctx.benchEnv, execArgv: ctx.profileArgv('load') }),
   ])
-  const gateway = await start('gateway', 'servers/gateway.ts', { env: ctx.gatewayEnv(null), execArgv: ctx.profileArgv('gateway') })
+  // Reachable and writable by anyone: nginx's workers run as another user when the bench
+  // runs as root.
+  const socketDir = mkdtempSync(join(tmpdir(), 'wsds-bench-'))
+  chmodSync(socketDir, 0o755)
+  const socketPath = join(socketDir, 'gateway.sock')
+  const gateway = await start('gateway', 'servers/gateway.ts', {
+    env: { ...ctx.gatewayEnv(null), WSDS_SOCKET: socketPath, WSDS_SOCKET_MODE: '666' },
+    execArgv: ctx.profileArgv('gateway'),
+  })
   const hostPort = (url: string) => new URL(url).host
   const targets = { gateway: hostPort(gateway.info.url), upstream: hostPort(upstream.info.url) }
   try {
@@ -83,21 +97,28 @@ export async function proxiesSection(ctx: SectionContext): Promise<SectionResult
       run: (_warmupMs, durationMs) => runWrk({ url: p.url + path, headers, connections: REST_CONNECTIONS, threads: WRK_THREADS, durationMs }),
       wholeSeconds: true,
     })
-    const phase = async (label: string, alone: BaselineProxy, withAuth: RunningProxy) => {
+    const phase = async (label: string, alone: BaselineProxy, overTcp: RunningProxy, overSocket: RunningProxy): Promise<ProxyRuns> => {
       const base = subject(`${label} alone`, alone, false)
-      const auth = subject(`${label} + WSDS`, withAuth, true)
-      log(`proxies: ${label} alone and ${label} with WSDS forward auth alternating, ${PROXY_ROUNDS} rounds of ${ROUND_S} s each`)
-      const r = await throughputPhase([base, auth], PROXY_ROUNDS, PROXY_ROUNDS * ROUND_S * 1000, 1000)
-      return { alone: r.get(base)!, auth: r.get(auth)! }
+      const tcp = subject(`${label} + WSDS (TCP)`, overTcp, true)
+      const unix = subject(`${label} + WSDS (Unix socket)`, overSocket, true)
+      log(`proxies: ${label} alone, with WSDS over TCP and with WSDS over its Unix socket in rotation, ${PROXY_ROUNDS} rounds of ${ROUND_S} s each`)
+      const r = await throughputPhase([base, tcp, unix], PROXY_ROUNDS, PROXY_ROUNDS * ROUND_S * 1000, 1000)
+      return { alone: r.get(base)!, tcp: r.get(tcp)!, unix: r.get(unix)! }
     }
 
-    const nginxAlone = await keep(startNginxAlone(targets.upstream))
-    const nginxAuth = await keep(startNginx(targets))
-    const nginx = await phase('nginx', nginxAlone, nginxAuth)
+    const nginx = await phase(
+      'nginx',
+      await keep(startNginxAlone(targets.upstream)),
+      await keep(startNginx(targets)),
+      await keep(startNginx({ ...targets, gateway: socketPath })),
+    )
     await stopProxies()
-    const caddyAlone = await keep(startCaddyAlone(targets.upstream))
-    const caddyAuth = await keep(startCaddy(targets))
-    const caddy = await phase('Caddy', caddyAlone, caddyAuth)
+    const caddy = await phase(
+      'Caddy',
+      await keep(startCaddyAlone(targets.upstream)),
+      await keep(startCaddy(targets)),
+      await keep(startCaddy({ ...targets, gateway: socketPath })),
+    )
     await stopProxies()
     const gwState = await gateway.call('gateway')
     await load.call('closeHeld')
@@ -105,50 +126,85 @@ export async function proxiesSection(ctx: SectionContext): Promise<SectionResult
     // answers fails the section. Fewer are counted as errors and reported (Caddy 2.6's
     // forward_auth race sends about 0.1% of requests to the wrong upstream: docs/benchmarks.md,
     // "Proxies").
-    for (const [name, r] of Object.entries({ 'nginx + WSDS': nginx.auth, 'Caddy + WSDS': caddy.auth, 'nginx alone': nginx.alone, 'Caddy alone': caddy.alone })) {
+    const all: Record<string, ThroughputRun> = {
+      'nginx + WSDS (TCP)': nginx.tcp,
+      'nginx + WSDS (Unix socket)': nginx.unix,
+      'nginx alone': nginx.alone,
+      'Caddy + WSDS (TCP)': caddy.tcp,
+      'Caddy + WSDS (Unix socket)': caddy.unix,
+      'Caddy alone': caddy.alone,
+    }
+    for (const [name, r] of Object.entries(all)) {
       if (r.non2xx > r.total / 100) throw new Error(`${name}: ${r.non2xx} non-2xx answers of ${r.total}: the connection was not admitted or the proxy failed`)
     }
 
-    const nginxRatio = ratio(nginx.auth.perSecond, nginx.alone.perSecond)
-    const caddyRatio = ratio(caddy.auth.perSecond, caddy.alone.perSecond)
-    const verdicts = { nginxRatio: atLeast(nginxRatio, PROXY_TARGETS.ratio), caddyRatio: atLeast(caddyRatio, PROXY_TARGETS.ratio) }
+    const q = (p: ProxyRuns, via: 'tcp' | 'unix') => ratio(p[via].perSecond, p.alone.perSecond)
+    const verdicts = {
+      nginxRatio: atLeast(q(nginx, 'tcp'), PROXY_TARGETS.ratio),
+      nginxSocketRatio: atLeast(q(nginx, 'unix'), PROXY_TARGETS.ratio),
+      caddyRatio: atLeast(q(caddy, 'tcp'), PROXY_TARGETS.ratio),
+      caddySocketRatio: atLeast(q(caddy, 'unix'), PROXY_TARGETS.ratio),
+    }
     const cpu = (r: ThroughputRun, role: string) => (r.cpuUsPerOp[role] === undefined ? '-' : fmt(r.cpuUsPerOp[role]!))
-    const block = (label: string, directive: string, p: { alone: ThroughputRun; auth: ThroughputRun }, v: { pass: boolean }): string[][] => [
-      [`${label} ${directive} + WSDS vs ${label} alone, req/s (${REST_CONNECTIONS} conns, wrk)`, fmt(p.auth.perSecond), fmt(p.alone.perSecond), x(p.auth.perSecond, p.alone.perSecond), `>= ${fmt(PROXY_TARGETS.ratio, 2)}x`, verdict(v.pass)],
-      ['  adjacent-round ratios: median (min-max)', '', '', spread(pairs(p.auth.rounds, p.alone.rounds)), '', ''],
-      ['  non-2xx answers (of all requests)', `${fmt(p.auth.non2xx)} of ${fmt(p.auth.total)}`, `${fmt(p.alone.non2xx)} of ${fmt(p.alone.total)}`, '', '', ''],
-      ['  latency p50 / p99, ms', `${fmt(p.auth.latencyMs.p50, 2)} / ${fmt(p.auth.latencyMs.p99, 2)}`, `${fmt(p.alone.latencyMs.p50, 2)} / ${fmt(p.alone.latencyMs.p99, 2)}`, '', '', ''],
-      [`  ${label} CPU per request, us`, cpu(p.auth, 'proxy'), cpu(p.alone, 'proxy'), x(p.auth.cpuUsPerOp.proxy!, p.alone.cpuUsPerOp.proxy!), '', ''],
-      ['  gateway CPU per request, us', cpu(p.auth, 'gateway'), '-', '', '', ''],
-      ['  upstream CPU per request, us', cpu(p.auth, 'upstream'), cpu(p.alone, 'upstream'), '', '', ''],
-      ['  wrk CPU per request, us', cpu(p.auth, 'load'), cpu(p.alone, 'load'), '', '', ''],
-      ['  all CPU per request, us (sum of the above + coordinator)', fmt(sum(p.auth)), fmt(sum(p.alone)), x(sum(p.auth), sum(p.alone)), '', ''],
+    const block = (label: string, directive: string, via: string, auth: ThroughputRun, alone: ThroughputRun, v: { pass: boolean }): string[][] => [
+      [`${label} ${directive} + WSDS ${via} vs ${label} alone, req/s (${REST_CONNECTIONS} conns, wrk)`, fmt(auth.perSecond), fmt(alone.perSecond), x(auth.perSecond, alone.perSecond), `>= ${fmt(PROXY_TARGETS.ratio, 2)}x`, verdict(v.pass)],
+      ['  adjacent-round ratios: median (min-max)', '', '', spread(pairs(auth.rounds, alone.rounds)), '', ''],
+      ['  non-2xx answers (of all requests)', `${fmt(auth.non2xx)} of ${fmt(auth.total)}`, `${fmt(alone.non2xx)} of ${fmt(alone.total)}`, '', '', ''],
+      ['  latency p50 / p99, ms', `${fmt(auth.latencyMs.p50, 2)} / ${fmt(auth.latencyMs.p99, 2)}`, `${fmt(alone.latencyMs.p50, 2)} / ${fmt(alone.latencyMs.p99, 2)}`, '', '', ''],
+      [`  ${label} CPU per request, us`, cpu(auth, 'proxy'), cpu(alone, 'proxy'), x(auth.cpuUsPerOp.proxy!, alone.cpuUsPerOp.proxy!), '', ''],
+      ['  gateway CPU per request, us', cpu(auth, 'gateway'), '-', '', '', ''],
+      ['  upstream CPU per request, us', cpu(auth, 'upstream'), cpu(alone, 'upstream'), '', '', ''],
+      ['  wrk CPU per request, us', cpu(auth, 'load'), cpu(alone, 'load'), '', '', ''],
+      ['  all CPU per request, us (sum of the above + coordinator)', fmt(sum(auth)), fmt(sum(alone)), x(sum(auth), sum(alone)), '', ''],
     ]
-    const rows = [['Measurement', 'WSDS', 'Baseline', 'Ratio', 'Target', 'Verdict'], ...block('nginx', 'auth_request', nginx, verdicts.nginxRatio), ...block('Caddy', 'forward_auth', caddy, verdicts.caddyRatio)]
-    const errors = nginx.auth.errors + nginx.alone.errors + caddy.auth.errors + caddy.alone.errors + nginx.auth.non2xx + nginx.alone.non2xx + caddy.auth.non2xx + caddy.alone.non2xx
+    const rows = [
+      ['Measurement', 'WSDS', 'Baseline', 'Ratio', 'Target', 'Verdict'],
+      ...block('nginx', 'auth_request', 'over TCP', nginx.tcp, nginx.alone, verdicts.nginxRatio),
+      ...block('nginx', 'auth_request', 'over its Unix socket', nginx.unix, nginx.alone, verdicts.nginxSocketRatio),
+      ...block('Caddy', 'forward_auth', 'over TCP', caddy.tcp, caddy.alone, verdicts.caddyRatio),
+      ...block('Caddy', 'forward_auth', 'over its Unix socket', caddy.unix, caddy.alone, verdicts.caddySocketRatio),
+    ]
+    const errors = Object.values(all).reduce((n, r) => n + r.errors + r.non2xx, 0)
+    const caddyMisrouted = caddy.tcp.non2xx + caddy.unix.non2xx
+    const json = (p: ProxyRuns) => ({
+      alone: p.alone,
+      overTcp: p.tcp,
+      overSocket: p.unix,
+      ratio: q(p, 'tcp'),
+      socketRatio: q(p, 'unix'),
+      adjacentRoundRatios: pairs(p.tcp.rounds, p.alone.rounds),
+      socketAdjacentRoundRatios: pairs(p.unix.rounds, p.alone.rounds),
+    })
     return {
       rows,
       notes: [
-        `Subjects: deploy/nginx/nginx.conf.template and deploy/caddy/Caddyfile as shipped, gateway with the memory store; baselines: bench/lib/proxy-baselines.ts. wrk -t${WRK_THREADS} -c${REST_CONNECTIONS}, ${PROXY_ROUNDS} rounds of ${ROUND_S} s per side.`,
+        `Subjects: deploy/nginx/nginx.conf.template and deploy/caddy/Caddyfile as shipped, each reaching the gateway (memory store) at its TCP port and at its WSDS_SOCKET; baselines: bench/lib/proxy-baselines.ts. wrk -t${WRK_THREADS} -c${REST_CONNECTIONS}, ${PROXY_ROUNDS} rounds of ${ROUND_S} s per side.`,
         `gateway auth cache hits ${gwState.auth.cacheHits}, misses ${gwState.auth.cacheMisses}`,
-        ...(caddy.auth.non2xx > 0
-          ? [`Caddy + WSDS: ${caddy.auth.non2xx} answers were 404 from the upstream: Caddy sent the forward_auth request (/wsds/auth) to the app upstream (a race in Caddy's reverse_proxy dial info with forward_auth; see docs/benchmarks.md, "Proxies").`]
+        ...(caddyMisrouted > 0
+          ? [`Caddy + WSDS: ${caddyMisrouted} answers were not 2xx: Caddy sent the forward_auth request (/wsds/auth) to the app upstream and the Caddyfile's guard answered 401 (a race in Caddy's reverse_proxy dial info with forward_auth; see docs/benchmarks.md, "Proxies").`]
           : []),
       ],
-      noisy: busyWindows({ 'nginx + WSDS': nginx.auth, 'nginx alone': nginx.alone, 'Caddy + WSDS': caddy.auth, 'Caddy alone': caddy.alone }),
+      noisy: busyWindows(all),
       errors,
       json: {
         settings: { roundsEach: PROXY_ROUNDS, roundSeconds: ROUND_S, connections: REST_CONNECTIONS, wrkThreads: WRK_THREADS },
         verdicts,
-        nginx: { withWsds: nginx.auth, alone: nginx.alone, ratio: nginxRatio, adjacentRoundRatios: pairs(nginx.auth.rounds, nginx.alone.rounds) },
-        caddy: { withWsds: caddy.auth, alone: caddy.alone, ratio: caddyRatio, adjacentRoundRatios: pairs(caddy.auth.rounds, caddy.alone.rounds) },
+        nginx: json(nginx),
+        caddy: json(caddy),
         gatewayAuth: gwState.auth,
       },
     }
   } finally {
     await stopProxies()
     await Promise.all([stop(gateway), stop(upstream), stop(load)])
+    rmSync(socketDir, { recursive: true, force: true })
   }
+}
+
+interface ProxyRuns {
+  alone: ThroughputRun
+  tcp: ThroughputRun
+  unix: ThroughputRun
 }
 
 function sum(r: ThroughputRun): number {

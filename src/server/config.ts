@@ -36,6 +36,10 @@ export interface ServerConfig {
   mode: Mode
   /** Path of the forward auth endpoint (204 / 401 / 503). */
   authPath: string
+  /** A Unix domain socket to listen on as well as the TCP port; null = none. */
+  socketPath: string | null
+  /** Permissions of that socket file (connecting needs write permission). */
+  socketMode: number
 }
 
 interface Setting {
@@ -64,6 +68,8 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_METRICS_TOKEN', flag: '--metrics-token', help: 'bearer token required by /metrics (default: none)' },
   { env: 'WSDS_AUTH_PATH', flag: '--auth-path', help: 'forward auth endpoint path (default /wsds/auth)' },
   { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
+  { env: 'WSDS_SOCKET', flag: '--socket', help: 'also listen on this Unix socket path, for a proxy on the same host (default: none)' },
+  { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
 ]
 
@@ -197,8 +203,17 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (!/^\/[A-Za-z0-9._~\/-]*$/.test(authPath) || authPath === '/wsds' || authPath === '/api' || authPath.startsWith('/api/') || authPath === '/') {
     bad('WSDS_AUTH_PATH', authPath, 'must be a path like /wsds/auth, outside /api and not / or /wsds')
   }
+  const socketPath = get('WSDS_SOCKET') ?? null
+  // sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.
+  if (socketPath !== null && (!socketPath.startsWith('/') || Buffer.byteLength(socketPath) > 100)) {
+    bad('WSDS_SOCKET', socketPath, 'must be an absolute path of at most 100 bytes')
+  }
+  const socketModeText = get('WSDS_SOCKET_MODE') ?? '660'
+  if (!/^0?[0-7]{3}$/.test(socketModeText.trim())) bad('WSDS_SOCKET_MODE', socketModeText, 'must be octal permissions like 660')
   return {
     authPath,
+    socketPath,
+    socketMode: parseInt(socketModeText.trim(), 8),
     mode: mode as Mode,
     port,
     host,

@@ -4,7 +4,7 @@
  * demo. Everything here is wiring; decisions live in core.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Server as NetServer } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import { createKeyRing } from '../core/keyring.ts'
@@ -21,6 +21,7 @@ import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry } from './metrics.ts'
+import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
   server: Server
@@ -178,6 +179,25 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
   })
   const { port } = server.address() as AddressInfo
+  let socketServer: NetServer | null = null
+  if (config.socketPath !== null) {
+    try {
+      socketServer = await listenUnixSocket(server, config.socketPath, config.socketMode)
+    } catch (err) {
+      // Nothing is left running: a failed start must not keep the process alive.
+      await gateway.close()
+      authenticator.close()
+      await new Promise((resolve) => server.close(resolve))
+      if (options.store === undefined) await store.close()
+      throw err
+    }
+    if (rateLimiter !== null && !config.trustProxy) {
+      logger.warn(
+        { event: 'socket-without-client-address', socket: config.socketPath },
+        'WSDS_SOCKET connections have no client address: with WSDS_RATE_LIMIT on they share one upgrade limit; behind a proxy set WSDS_TRUST_PROXY=on',
+      )
+    }
+  }
   let metricsUrl: string | null = null
   if (metricsServer !== null) {
     await new Promise<void>((resolve, reject) => {
@@ -200,6 +220,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       mode: front.mode,
       metrics: metricsUrl ?? `${url}${config.metricsPath}`,
       node: gateway.nodeId,
+      ...(config.socketPath !== null ? { socket: config.socketPath } : {}),
     },
     'WSDS gateway listening',
   )
@@ -218,10 +239,14 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       await gateway.close()
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
+      // Stops accepting and removes the socket file (libuv unlinks what it bound); its
+      // callback waits for the connections it accepted, which the HTTP server closes below.
+      const socketClosed = socketServer === null ? null : new Promise((resolve) => socketServer.close(resolve))
       await new Promise<void>((resolve) => {
         server.closeAllConnections()
         server.close(() => resolve())
       })
+      await socketClosed
       await store.close()
     },
   }

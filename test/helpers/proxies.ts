@@ -44,7 +44,7 @@ export function placeholdersOf(text: string): string[] {
 }
 
 export interface ProxyTargets {
-  /** host:port of the WSDS gateway. */
+  /** host:port of the WSDS gateway, or the absolute path of its Unix socket (WSDS_SOCKET). */
   gateway: string
   /** host:port of the protected service. */
   upstream: string
@@ -199,7 +199,9 @@ export async function runNginx(config: string, port: number): Promise<RunningPro
 export async function startNginx(targets: ProxyTargets): Promise<RunningProxy> {
   const port = targets.port ?? (await freePort())
   const template = readFileSync(NGINX_TEMPLATE, 'utf8')
-  return runNginx(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }), port)
+  // nginx names a Unix socket upstream `unix:/path`.
+  const gateway = targets.gateway.startsWith('/') ? `unix:${targets.gateway}` : targets.gateway
+  return runNginx(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: gateway, UPSTREAM: targets.upstream }), port)
 }
 
 /** Runs Caddy on a Caddyfile text: `caddy run --config <file> --adapter caddyfile`. */
@@ -225,5 +227,7 @@ export async function runCaddy(config: string, port: number): Promise<RunningPro
 export async function startCaddy(targets: ProxyTargets): Promise<RunningProxy> {
   const port = targets.port ?? (await freePort())
   const template = readFileSync(CADDY_TEMPLATE, 'utf8')
-  return runCaddy(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }), port)
+  // Caddy names a Unix socket upstream `unix//path`.
+  const gateway = targets.gateway.startsWith('/') ? `unix/${targets.gateway}` : targets.gateway
+  return runCaddy(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: gateway, UPSTREAM: targets.upstream }), port)
 }
