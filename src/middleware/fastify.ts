@@ -14,6 +14,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import {
   connectionOf,
   createGuard,
+  firstValue,
   handleOf,
   labelNodeHeaders,
   refusalHeaders,
@@ -47,8 +48,6 @@ export interface WsdsFastifyOptions extends WsdsMiddlewareOptions {
 // Options Fastify's `register` itself understands; they reach the plugin too.
 const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers']
 
-const first = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
-
 async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promise<void> {
   const guard = createGuard(options, REGISTER_OPTIONS)
   const onReject = options.onReject
@@ -76,7 +75,7 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   // Callback style, so a cached admission goes on without a promise (an async hook costs
   // Fastify a promise and its resolution on every request); anything else is async.
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
-    const connectionId = first(request.headers[guard.header])
+    const connectionId = firstValue(request.headers[guard.header])
     const cached = guard.decideCached(connectionId)
     if (cached !== undefined) {
       pass(request, cached)

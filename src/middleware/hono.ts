@@ -17,6 +17,7 @@ import {
   OWN_HEADERS,
   connectionOf,
   createGuard,
+  firstValue,
   handleOf,
   refusalHeaders,
   type FrontDecision,
@@ -106,8 +107,6 @@ function sentOwnHeader(c: Context, node: NodeHeaders | undefined): boolean {
   return false
 }
 
-const first = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
-
 /** Creates the middleware; throws `ERR_CONFIG` naming a bad option. */
 export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
   const guard = createGuard(options)
@@ -128,7 +127,7 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     else if (sentOwnHeader(c, node)) label(c, NONE)
   }
 
-  const idOf = (c: Context, node: NodeHeaders | undefined): string | undefined => (node !== undefined ? first(node[guard.header]) : c.req.header(guard.header))
+  const idOf = (c: Context, node: NodeHeaders | undefined): string | undefined => (node !== undefined ? firstValue(node[guard.header]) : c.req.header(guard.header))
 
   /** The store read, then the handler or the refusal. */
   const decideThen = async <T>(

@@ -93,6 +93,9 @@ export const WSDS_HEADER_PREFIX = 'x-wsds-'
  */
 export const OWN_HEADERS = [VERDICT_HEADER, CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER] as const
 
+/** One value of a Node header (only set-cookie comes as an array). */
+export const firstValue = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
+
 /**
  * Labels a Node request's header object (Express, Fastify): our headers from the decision,
  * and none of the client's under our names. A name is deleted only when the client sent it:
