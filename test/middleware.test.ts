@@ -95,6 +95,20 @@ async function stop(server: Server): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()))
 }
 
+/** An app on its own node:http server; closing stops the server, then the middleware. */
+async function running(server: Server, middleware: WsdsHandle): Promise<RunningApp> {
+  const url = await listen(server)
+  return {
+    url,
+    server,
+    handle: middleware,
+    async close() {
+      await stop(server)
+      await middleware.close()
+    },
+  }
+}
+
 const expressFramework: Framework = {
   name: 'express',
   labelsInEnforce: true,
@@ -118,17 +132,7 @@ const expressFramework: Framework = {
     })
     app.get('/open', (_req, res) => void res.json({ open: true }))
     await middleware.ready()
-    const server = app.listen(0, '127.0.0.1')
-    const url = await listen(server)
-    return {
-      url,
-      server,
-      handle: middleware,
-      async close() {
-        await stop(server)
-        await middleware.close()
-      },
-    }
+    return running(app.listen(0, '127.0.0.1'), middleware)
   },
   async create(options) {
     return expressWsds(options as WsdsExpressOptions)
@@ -199,17 +203,7 @@ const honoFramework: Framework = {
     app.get('/guarded/echo', middleware.protect(echoHandler))
     app.get('/open', (c) => c.json({ open: true }))
     await middleware.ready()
-    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server
-    const url = await listen(server)
-    return {
-      url,
-      server,
-      handle: middleware,
-      async close() {
-        await stop(server)
-        await middleware.close()
-      },
-    }
+    return running(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server, middleware)
   },
   async create(options) {
     return honoWsds(options as WsdsHonoOptions)
