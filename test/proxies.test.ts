@@ -258,17 +258,6 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
       const opened = { gateway: connections.gateway - before.gateway, upstream: connections.upstream - before.upstream }
       assert.ok(opened.gateway <= 2, `20 authorized calls opened ${opened.gateway} connections to the gateway`)
       assert.ok(opened.upstream <= 2, `20 authorized calls opened ${opened.upstream} connections to the upstream`)
-
-      // Concurrent calls too: a proxy that keeps only a couple of idle connections per
-      // upstream (Go's default, so Caddy's unless told) opens one for most calls.
-      const concurrent = { ...connections }
-      for (let round = 0; round < 10; round++) {
-        const replies = await Promise.all(Array.from({ length: 16 }, (_, i) => api(connectionId, {}, `who=Parallel${round}x${i}`)))
-        assert.deepEqual(new Set(replies.map((r) => r.status)), new Set([200]))
-      }
-      const openedConcurrent = { gateway: connections.gateway - concurrent.gateway, upstream: connections.upstream - concurrent.upstream }
-      assert.ok(openedConcurrent.gateway <= 40, `160 calls, 16 at a time, opened ${openedConcurrent.gateway} connections to the gateway`)
-      assert.ok(openedConcurrent.upstream <= 40, `160 calls, 16 at a time, opened ${openedConcurrent.upstream} connections to the upstream`)
       await client.close()
     })
 
@@ -312,6 +301,66 @@ proxySuite('nginx', nginxBinary.skip, startNginx, 'tcp')
 proxySuite('Caddy', caddyBinary.skip, startCaddy, 'tcp')
 proxySuite('nginx', nginxBinary.skip, startNginx, 'unix')
 proxySuite('Caddy', caddyBinary.skip, startCaddy, 'unix')
+
+describe('keep-alive under concurrent calls (160 calls, 16 at a time)', () => {
+  // A proxy that keeps only a couple of idle connections per upstream (Go's default, so
+  // Caddy's unless told) opens a new one for most calls when several are in flight.
+  // Each proxy gets its own gateway here: concurrent dials are what make Caddy before the
+  // caddyserver/caddy#7859 fix put a connection to the app in its pool for the gateway, and
+  // such a connection would then answer the other tests' checks.
+  for (const [name, skip, start] of [
+    ['nginx', nginxBinary.skip, startNginx],
+    ['Caddy', caddyBinary.skip, startCaddy],
+  ] as const) {
+    it(`${name} reuses its connections to the gateway and to the upstream`, { skip }, async () => {
+      const greeting = await startGreetingServer()
+      const proxyPort = await freePort()
+      const origin = `http://app.wsds.test:${proxyPort}`
+      const base = loadConfig({ PORT: '0', WSDS_ALLOWED_ORIGINS: origin, WSDS_RATE_LIMIT: 'off' })
+      const gateway = await startTestServer({ ...base, keySets: [testKeySet], upstream: greeting.url })
+      const opened = { gateway: 0, upstream: 0 }
+      let greeted = 0
+      gateway.server.on('connection', () => opened.gateway++)
+      greeting.server.on('connection', () => opened.upstream++)
+      greeting.server.on('request', (req) => {
+        if (req.url?.startsWith('/greeting?who=Parallel')) greeted++
+      })
+      const proxy = await start({ gateway: `127.0.0.1:${gateway.port}`, upstream: new URL(greeting.url).host, port: proxyPort })
+      try {
+        const { client, connectionId } = await verifiedHandshake(`${proxy.url.replace('http', 'ws')}/wsds`, { origin, keys: testKeySet.keys, keySet: testKeySet.id })
+        const call = async (who: string) => {
+          const res = await fetch(`${proxy.url}/api/greeting?who=${who}`, { headers: { connectionId } })
+          return { status: res.status, text: await res.text() }
+        }
+        assert.equal((await call('Warm')).status, 200)
+        const before = { ...opened }
+        let ok = 0
+        let misrouted = 0
+        for (let round = 0; round < 10; round++) {
+          for (const reply of await Promise.all(Array.from({ length: 16 }, (_, i) => call(`Parallel${round}x${i}`)))) {
+            if (reply.status === 200) ok++
+            // Caddy 2.6's race sends a check to the app, whose 404 comes back as the
+            // answer: refused, never passed on. Anything else is a failure.
+            else if (name === 'Caddy' && reply.status === 404 && reply.text === '{"error":"not-found"}') misrouted++
+            else assert.fail(`${name}: a call was answered ${reply.status} ${reply.text}`)
+          }
+        }
+        if (misrouted > 0) process.stderr.write(`# ${name}: ${misrouted} of 160 checks misrouted to the app (caddyserver/caddy#7859), all refused\n`)
+        assert.ok(misrouted <= 16, `${misrouted} of 160 checks misrouted`)
+        assert.equal(greeted, ok, 'only the admitted calls reached the upstream')
+        const gatewayConns = opened.gateway - before.gateway
+        const upstreamConns = opened.upstream - before.upstream
+        assert.ok(gatewayConns <= 40, `160 calls, 16 at a time, opened ${gatewayConns} connections to the gateway`)
+        assert.ok(upstreamConns <= 40, `160 calls, 16 at a time, opened ${upstreamConns} connections to the upstream`)
+        await client.close()
+      } finally {
+        await proxy.stop()
+        await gateway.close()
+        await greeting.close()
+      }
+    })
+  }
+})
 
 describe('when the auth check is answered by something that is not the gateway', () => {
   // What happens if a proxy sends its auth request to the wrong place (Caddy before the
