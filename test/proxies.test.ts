@@ -124,7 +124,7 @@ function proxySuite(name: string, skip: string | false, start: (targets: ProxyTa
         { ...base, keySets: [testKeySet], demo: true, upstream: greeting.url, socketPath, socketMode: 0o666 },
         { store: switchable.store },
       )
-      gateway.server.on('connection', () => connections.gateway++)
+      for (const l of gateway.listeners) l.on('connection', () => connections.gateway++)
       proxy = await start({ gateway: socketPath ?? `127.0.0.1:${gateway.port}`, upstream: new URL(greeting.url).host, port: proxyPort })
       browser = await launchBrowser()
     })
@@ -320,7 +320,7 @@ describe('keep-alive under concurrent calls (160 calls, 16 at a time)', () => {
       const gateway = await startTestServer({ ...base, keySets: [testKeySet], upstream: greeting.url })
       const opened = { gateway: 0, upstream: 0 }
       let greeted = 0
-      gateway.server.on('connection', () => opened.gateway++)
+      for (const l of gateway.listeners) l.on('connection', () => opened.gateway++)
       greeting.server.on('connection', () => opened.upstream++)
       greeting.server.on('request', (req) => {
         if (req.url?.startsWith('/greeting?who=Parallel')) greeted++
@@ -334,6 +334,7 @@ describe('keep-alive under concurrent calls (160 calls, 16 at a time)', () => {
         }
         assert.equal((await call('Warm')).status, 200)
         const before = { ...opened }
+        const answeredBefore = gateway.forwardAuth.answered
         let ok = 0
         let misrouted = 0
         for (let round = 0; round < 10; round++) {
@@ -352,6 +353,8 @@ describe('keep-alive under concurrent calls (160 calls, 16 at a time)', () => {
         const upstreamConns = opened.upstream - before.upstream
         assert.ok(gatewayConns <= 40, `160 calls, 16 at a time, opened ${gatewayConns} connections to the gateway`)
         assert.ok(upstreamConns <= 40, `160 calls, 16 at a time, opened ${upstreamConns} connections to the upstream`)
+        // The checks are answered by the forward-auth fast path, not node:http.
+        assert.equal(gateway.forwardAuth.answered - answeredBefore, 160 - misrouted, `${name}: checks answered on the fast path`)
         await client.close()
       } finally {
         await proxy.stop()

@@ -4,7 +4,7 @@
  * demo. Everything here is wiring; decisions live in core.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo, Server as NetServer } from 'node:net'
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import { createKeyRing } from '../core/keyring.ts'
@@ -21,10 +21,16 @@ import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry } from './metrics.ts'
+import { createFastAuth, type FastAuthStats } from './fast-auth.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
+  /** The HTTP server behind the listeners: it sees every connection except forward auth's. */
   server: Server
+  /** What accepts connections: the TCP port, then the Unix socket when there is one. */
+  listeners: NetServer[]
+  /** Forward-auth requests answered without node:http (see fast-auth.ts). */
+  forwardAuth: Readonly<FastAuthStats>
   gateway: Gateway
   store: Store
   authenticator: Authenticator
@@ -171,23 +177,53 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     else socket.destroy()
   })
 
+  // Every connection is accepted by a plain net listener and starts on the forward-auth fast
+  // path, which hands it to `server` at its first request of any other kind.
+  const fastAuth = createFastAuth({
+    http: server,
+    front,
+    path: config.authPath,
+    keepAliveTimeoutMs: server.keepAliveTimeout,
+    headersTimeoutMs: server.headersTimeout,
+    onError: (err) => logger.error({ event: 'request-error', error: String(err) }, 'forward auth failed'),
+  })
+  // allowHalfOpen as node:http's own listener has it: a client may half-close after its
+  // last request and still get the answer.
+  const listener = createNetServer({ allowHalfOpen: true }, fastAuth.accept)
+  const closeHttp = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      // The HTTP server never listens itself, so close() reports "not running": expected.
+      server.close(() => resolve())
+    })
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject)
+    listener.once('error', reject)
+    listener.listen(config.port, config.host, () => {
+      listener.off('error', reject)
       resolve()
     })
+  }).catch(async (err: unknown) => {
+    await gateway.close()
+    authenticator.close()
+    await closeHttp()
+    if (options.store === undefined) await store.close()
+    throw err
   })
-  const { port } = server.address() as AddressInfo
+  // node:http starts tracking its connections (closeAllConnections, headersTimeout and
+  // requestTimeout checks) on 'listening', which it never emits itself here: it listens
+  // through `listener`.
+  server.emit('listening')
+  const { port } = listener.address() as AddressInfo
   let socketServer: NetServer | null = null
   if (config.socketPath !== null) {
     try {
-      socketServer = await listenUnixSocket(server, config.socketPath, config.socketMode)
+      socketServer = await listenUnixSocket(fastAuth.accept, config.socketPath, config.socketMode)
     } catch (err) {
       // Nothing is left running: a failed start must not keep the process alive.
       await gateway.close()
       authenticator.close()
-      await new Promise((resolve) => server.close(resolve))
+      await new Promise((resolve) => listener.close(resolve))
+      await closeHttp()
       if (options.store === undefined) await store.close()
       throw err
     }
@@ -226,6 +262,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   )
   return {
     server,
+    listeners: socketServer === null ? [listener] : [listener, socketServer],
+    forwardAuth: fastAuth.stats,
     gateway,
     store,
     authenticator,
@@ -239,14 +277,12 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       await gateway.close()
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
-      // Stops accepting and removes the socket file (libuv unlinks what it bound); its
-      // callback waits for the connections it accepted, which the HTTP server closes below.
-      const socketClosed = socketServer === null ? null : new Promise((resolve) => socketServer.close(resolve))
-      await new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      })
-      await socketClosed
+      // Stop accepting (which also removes the socket file: libuv unlinks what it bound). The
+      // listeners' callbacks wait for the connections they accepted, closed just below.
+      const listenersClosed = Promise.all([listener, ...(socketServer === null ? [] : [socketServer])].map((l) => new Promise((resolve) => l.close(resolve))))
+      fastAuth.closeAll()
+      await closeHttp()
+      await listenersClosed
       await store.close()
     },
   }

@@ -2,12 +2,11 @@
  * A second listener for the gateway on a Unix domain socket (WSDS_SOCKET), for a reverse
  * proxy on the same host. Forward auth is one extra request per API call; over a Unix socket
  * it skips the TCP stack on both sides, which is most of what the hop costs (see
- * docs/benchmarks.md, "Proxies"). Connections are handed to the gateway's own HTTP server,
- * so requests, upgrades, keep-alive and shutdown behave exactly as on the TCP port.
+ * docs/benchmarks.md, "Proxies"). Connections go to the same listener function as the TCP
+ * port's, so requests, upgrades, keep-alive and shutdown behave exactly as they do there.
  */
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs'
-import type { Server as HttpServer } from 'node:http'
-import { connect, createServer, type Server } from 'node:net'
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import { WsdsError } from '../core/errors.ts'
 
 /** Whether something accepts connections on the socket at `path`. */
@@ -24,11 +23,11 @@ function inUse(path: string): Promise<boolean> {
 }
 
 /**
- * Listens on `path` with permissions `mode` and hands every connection to `http`. A socket
+ * Listens on `path` with permissions `mode` and gives every connection to `accept`. A socket
  * file left by a dead process is replaced; anything else at the path (a regular file, a live
  * listener) is an ERR_CONFIG, and nothing is removed.
  */
-export async function listenUnixSocket(http: HttpServer, path: string, mode: number): Promise<Server> {
+export async function listenUnixSocket(accept: (socket: Socket) => void, path: string, mode: number): Promise<Server> {
   let existing
   try {
     existing = lstatSync(path)
@@ -42,7 +41,8 @@ export async function listenUnixSocket(http: HttpServer, path: string, mode: num
     if (await inUse(path)) throw new WsdsError('ERR_CONFIG', `WSDS_SOCKET=${JSON.stringify(path)}: another process is listening on it`)
     unlinkSync(path)
   }
-  const server = createServer((socket) => http.emit('connection', socket))
+  // allowHalfOpen as node:http's own listener has it (a half-closed client still gets its answer).
+  const server = createServer({ allowHalfOpen: true }, accept)
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new WsdsError('ERR_CONFIG', `WSDS_SOCKET=${JSON.stringify(path)}: ${err.message}`, { cause: err })))
     server.listen(path, () => resolve())
