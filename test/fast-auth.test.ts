@@ -66,7 +66,7 @@ class Raw {
     })
   }
   send(text: string): void {
-    this.socket.write(text)
+    this.socket.write(text, 'latin1')
   }
   async responses(count: number, timeoutMs = 2000): Promise<Parsed[]> {
     await eventually(() => parseResponses(this.received).responses.length >= count, timeoutMs, `${count} answers`)
@@ -255,6 +255,23 @@ describe('forward auth fast path: in the gateway', () => {
     await eventually(() => half.closed, 2000, 'the server closes the half-closed connection')
   })
 
+  it('answers what a client sent before half-closing, store reads and hand-overs included, then ends', async () => {
+    const a = await open()
+    a.socket.end(authRequest(UNKNOWN) + authRequest(id))
+    assert.deepEqual((await a.responses(2)).map((r) => r.status), [401, 204])
+    await eventually(() => a.closed, 2000, 'closed after the answers')
+
+    const b = await open()
+    b.socket.end(authRequest('h'.repeat(22)) + 'GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n')
+    assert.deepEqual((await b.responses(2)).map((r) => r.status), [401, 200])
+    await eventually(() => b.closed, 2000, 'node:http ends the connection it was handed after the end of stream')
+
+    const c = await open()
+    c.socket.end('GET /wsds/auth HTTP/1.1\r\nHost: a\r\n')
+    assert.deepEqual((await c.responses(1)).map((r) => r.status), [400], 'a head cut short by the end of stream')
+    await eventually(() => c.closed, 2000, 'closed after the 400')
+  })
+
   it('leaves what it does not recognise to node:http, which refuses it as it always has', async () => {
     const cases: Array<[string, string, number]> = [
       ['a header line without a colon', 'GET /wsds/auth HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n', 400],
@@ -266,6 +283,9 @@ describe('forward auth fast path: in the gateway', () => {
       ['a repeated connectionId', `GET /wsds/auth HTTP/1.1\r\nHost: a\r\nconnectionId: ${id}\r\nconnectionId: ${id}\r\n\r\n`, 401],
       ['HTTP/1.0', `GET /wsds/auth HTTP/1.0\r\nconnectionId: ${id}\r\n\r\n`, 204],
       ['HEAD', `HEAD /wsds/auth HTTP/1.1\r\nHost: a\r\nconnectionId: ${id}\r\n\r\n`, 204],
+      ['Content-Length: 0 twice', `GET /wsds/auth HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\nconnectionId: ${id}\r\n\r\n`, 400],
+      ['Content-Length with 0xA0', `GET /wsds/auth HTTP/1.1\r\nHost: a\r\nContent-Length: 0\xa0\r\nconnectionId: ${id}\r\n\r\n`, 400],
+      ['more than 2,000 headers (node:http reads the first 2,000)', `GET /wsds/auth HTTP/1.1\r\nHost: a\r\n${'X: 1\r\n'.repeat(2000)}connectionId: ${id}\r\n\r\n`, 401],
     ]
     for (const [what, bytes, status] of cases) {
       const raw = await open()
@@ -275,6 +295,18 @@ describe('forward auth fast path: in the gateway', () => {
       assert.equal(r!.status, status, what)
       assert.equal(s.forwardAuth.handedOver, handedBefore + 1, `${what}: answered by node:http`)
     }
+  })
+
+  it('trims only spaces and tabs around a value, as llhttp does', async () => {
+    // 0xA0 around the id is part of the value for node:http (so the id is malformed), and
+    // String#trim would have removed it.
+    const raw = await open()
+    const handedBefore = s.forwardAuth.handedOver
+    raw.send(`GET /wsds/auth HTTP/1.1\r\nHost: a\r\nconnectionId: \xa0${id}\xa0\r\n\r\n` + authRequest(id, 'Connection: close\xa0\r\n'))
+    const answers = await raw.responses(2)
+    assert.equal(answers[0]!.status, 401)
+    assert.equal(answers[1]!.headers.connection, 'keep-alive', '"close\\xa0" is not close')
+    assert.equal(s.forwardAuth.handedOver, handedBefore)
   })
 
   it('answers 503 store-unavailable when the store cannot be read, and 401 once the socket closes', async () => {
@@ -386,6 +418,17 @@ describe('forward auth fast path: limits', () => {
     await eventually(() => raw.closed, 2000, 'the server closes the connection')
     assert.match(raw.received, /^HTTP\/1\.1 408 /)
     assert.ok(performance.now() - started < 1000)
+  })
+
+  it('answers 408 to a head that stops arriving, at the headers timeout rather than the idle one', async () => {
+    const raw = await Raw.open(port)
+    raws.push(raw)
+    const started = performance.now()
+    raw.send('GET /wsds/auth HTTP/1.1\r\nHost: a\r\n')
+    await eventually(() => raw.closed, 2000, 'closed')
+    assert.match(raw.received, /^HTTP\/1\.1 408 /)
+    const took = performance.now() - started
+    assert.ok(took >= 240 && took < 390, `408 after ${took} ms (headers timeout 250 ms, idle 400 ms)`)
   })
 
   it('counts what it answered and the connections it still holds; closeAll ends them', async () => {

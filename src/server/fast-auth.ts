@@ -58,20 +58,34 @@ const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/
 // The query of the request target: visible ASCII only.
 const QUERY_RE = /^[\x21-\x7e]*$/
-const HEADER_VALUE_OUT_RE = /[\r\n\0]/
+// node:http's default maxHeadersCount: it ignores headers past it, so such heads are its own.
+const MAX_HEADERS = 2000
+
+/** Strips optional whitespace (SP, HTAB) only: String#trim would also eat obs-text such as 0xA0. */
+function trimOws(value: string): string {
+  let start = 0
+  let end = value.length
+  while (start < end && (value.charCodeAt(start) === 32 || value.charCodeAt(start) === 9)) start++
+  while (end > start && (value.charCodeAt(end - 1) === 32 || value.charCodeAt(end - 1) === 9)) end--
+  return start === 0 && end === value.length ? value : value.slice(start, end)
+}
 
 interface Connection {
   socket: Socket
   /** Bytes received and not yet answered, as latin1 (one char per byte, lossless). */
   pending: string
-  /** When the request now in `pending` began; 0 when `pending` is empty. */
-  headStartedAt: number
+  /** Runs from the first byte of a head that did not arrive whole (node:http's headersTimeout). */
+  headTimer: NodeJS.Timeout | null
   /** A decision is being read from the store: stop parsing, keep the order of answers. */
   busy: boolean
-  /** The peer ended its side, or asked for `Connection: close`. */
+  /** The peer asked for `Connection: close`: nothing after that request is answered. */
   closing: boolean
+  /** The peer ended its side: answer what is complete, then end ours. */
+  ended: boolean
   /** The peer is not reading our answers: stop reading its requests until it does. */
   blocked: boolean
+  /** Given to node:http: nothing here touches the socket any more. */
+  gone: boolean
 }
 
 /** What the head of one request says, when it is a plain forward-auth check. */
@@ -87,7 +101,11 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
   const { http, front, path } = options
   const header = options.header ?? CONNECTION_ID_HEADER
   const prefix = `GET ${path}`
-  const keepAlive = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(options.keepAliveTimeoutMs / 1000)}\r\n\r\n`
+  // 0 disables a timeout, as it does for node:http.
+  const keepAlive =
+    options.keepAliveTimeoutMs > 0
+      ? `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(options.keepAliveTimeoutMs / 1000)}\r\n\r\n`
+      : 'Connection: keep-alive\r\n\r\n'
   const stats: FastAuthStats = { answered: 0, handedOver: 0, open: 0 }
   const open = new Set<Socket>()
 
@@ -113,9 +131,9 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
     if (block !== undefined) return block
     block = decision.pass ? 'HTTP/1.1 204 No Content\r\n' : `HTTP/1.1 ${decision.status} ${decision.status === 503 ? 'Service Unavailable' : 'Unauthorized'}\r\n`
     for (const [name, value] of Object.entries(decision.headers)) {
-      // Values come from the store (an id we issued, an allowed origin); a line break in one
-      // would split the response, so it is refused like node:http refuses it.
-      if (!TOKEN_RE.test(name) || HEADER_VALUE_OUT_RE.test(value)) throw new TypeError(`invalid response header ${JSON.stringify(name)}`)
+      // Values come from the store (an id we issued, an allowed origin); one that node:http
+      // would refuse (a line break would split the response) is refused here too.
+      if (!TOKEN_RE.test(name) || !VALUE_RE.test(value)) throw new TypeError(`invalid response header ${JSON.stringify(name)}`)
       block += `${name}: ${value}\r\n`
     }
     block += 'Cache-Control: no-store\r\n'
@@ -130,10 +148,7 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
   const responseOf = (decision: FrontDecision, close: boolean): string =>
     blockOf(decision) + date() + (close ? 'Connection: close\r\n\r\n' : keepAlive) + (decision.pass ? '' : (decision.body ?? '{}'))
 
-  /**
-   * Reads the head that ends at `end` (the index of its blank line). Returns the check, or
-   * HANDED_OVER's reason to give the request to node:http.
-   */
+  /** Reads one request head (without its blank line): the check, or HANDED_OVER for node:http. */
   const parseHead = (head: string): Check | typeof HANDED_OVER => {
     let lineEnd = head.indexOf('\r\n')
     if (lineEnd === -1) lineEnd = head.length
@@ -145,9 +160,12 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
     }
     let connectionId: string | undefined
     let hosts = 0
+    let lengths = 0
+    let count = 0
     let close = false
     let start = lineEnd + 2
     while (start < head.length) {
+      if (++count > MAX_HEADERS) return HANDED_OVER
       let end = head.indexOf('\r\n', start)
       if (end === -1) end = head.length
       const line = head.slice(start, end)
@@ -158,7 +176,7 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
       if (!TOKEN_RE.test(name)) return HANDED_OVER
       const raw = line.slice(colon + 1)
       if (!VALUE_RE.test(raw)) return HANDED_OVER
-      const value = raw.trim()
+      const value = trimOws(raw)
       const lower = name.toLowerCase()
       if (lower === header) {
         // node:http would join repeated values with ", " (an id that is never valid); the
@@ -168,12 +186,12 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
       } else if (lower === 'host') {
         hosts++
       } else if (lower === 'content-length') {
-        if (value !== '0') return HANDED_OVER
+        if (value !== '0' || ++lengths > 1) return HANDED_OVER
       } else if (lower === 'transfer-encoding' || lower === 'upgrade' || lower === 'expect') {
         return HANDED_OVER
       } else if (lower === 'connection') {
         for (const token of value.toLowerCase().split(',')) {
-          const t = token.trim()
+          const t = trimOws(token)
           if (t === 'close') close = true
           else if (t === 'upgrade') return HANDED_OVER
         }
@@ -184,13 +202,23 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
     return { connectionId: connectionId === '' ? undefined : connectionId, target, close }
   }
 
+  const clearHeadTimer = (conn: Connection): void => {
+    if (conn.headTimer !== null) {
+      clearTimeout(conn.headTimer)
+      conn.headTimer = null
+    }
+  }
+
   const handOver = (conn: Connection): void => {
     const { socket } = conn
+    conn.gone = true
+    clearHeadTimer(conn)
     socket.removeListener('data', onData)
     socket.removeListener('end', onEnd)
     socket.removeListener('timeout', onTimeout)
     socket.removeListener('close', onClose)
     socket.removeListener('error', onError)
+    socket.removeListener('drain', onDrain)
     socket.setTimeout(0)
     open.delete(socket)
     stats.open = open.size
@@ -202,40 +230,60 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
     // because node:http reads the socket's handle directly).
     http.emit('connection', socket)
     if (rest.length > 0) socket.emit('data', Buffer.from(rest, 'latin1'))
+    // It missed the peer's end of stream, which it needs to finish the connection.
+    if (conn.ended) socket.emit('end')
+  }
+
+  /** Ends our side after `last`, answering nothing more. */
+  const finish = (conn: Connection, last = ''): void => {
+    clearHeadTimer(conn)
+    conn.pending = ''
+    conn.closing = true
+    conn.socket.end(last)
   }
 
   const fail = (conn: Connection, err: unknown): void => {
     options.onError?.(err)
     const body = '{"error":"internal"}'
-    conn.socket.end(`HTTP/1.1 500 Internal Server Error\r\n${date()}Cache-Control: no-store\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`)
-    conn.pending = ''
-    conn.closing = true
+    finish(conn, `HTTP/1.1 500 Internal Server Error\r\n${date()}Cache-Control: no-store\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`)
   }
 
   /** Writes answers; a peer that does not read them stops being read until it catches up. */
   const flush = (conn: Connection, out: string): void => {
-    if (out === '' || conn.socket.write(out)) return
+    if (out === '' || conn.socket.write(out, 'latin1') || conn.blocked) return
     conn.blocked = true
     conn.socket.pause()
-    conn.socket.once('drain', () => {
-      conn.blocked = false
-      if (conn.socket.destroyed || conn.busy) return
-      conn.socket.resume()
-      drain(conn)
-    })
+    conn.socket.once('drain', onDrain)
   }
 
-  const timedOut = (conn: Connection): void => {
-    // As node:http answers a head that takes longer than headersTimeout.
-    conn.pending = ''
-    conn.closing = true
-    conn.socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n')
+  const onDecision = (conn: Connection, decision: FrontDecision): void => {
+    conn.busy = false
+    if (conn.socket.destroyed) return
+    let out: string
+    try {
+      out = responseOf(decision, conn.closing)
+    } catch (err) {
+      return fail(conn, err)
+    }
+    stats.answered++
+    flush(conn, out)
+    if (conn.closing) return finish(conn)
+    if (!conn.blocked) conn.socket.resume()
+    drain(conn)
   }
 
-  /** Answers every complete request in `pending`, in order, until one needs the store. */
+  const onDecideError = (conn: Connection, err: unknown): void => {
+    conn.busy = false
+    if (!conn.socket.destroyed) fail(conn, err)
+  }
+
+  /**
+   * Answers every complete request in `pending`, in order, until one needs the store, the
+   * peer stops reading, or a request is not a forward-auth check (then node:http takes over).
+   */
   const drain = (conn: Connection): void => {
     let out = ''
-    while (!conn.busy && !conn.blocked && conn.pending.length > 0 && !conn.socket.destroyed) {
+    while (!conn.busy && !conn.blocked && !conn.closing && conn.pending.length > 0) {
       const { pending } = conn
       // Not a forward-auth request: decided from its first bytes, so upgrades and page
       // loads do not wait for their whole head here.
@@ -244,60 +292,46 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
       const end = pending.indexOf('\r\n\r\n')
       if (end === -1) {
         if (pending.length > MAX_HEAD_BYTES) break
-        if (conn.headStartedAt === 0) conn.headStartedAt = Date.now()
-        else if (Date.now() - conn.headStartedAt > options.headersTimeoutMs) {
-          flush(conn, out)
-          return timedOut(conn)
-        }
-        return flush(conn, out)
+        // A head that does not arrive whole must arrive within headersTimeoutMs in all.
+        if (conn.headTimer === null && options.headersTimeoutMs > 0) conn.headTimer = setTimeout(onHeadTimeout, options.headersTimeoutMs, conn)
+        flush(conn, out)
+        if (conn.ended) finish(conn, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+        return
       }
       if (end > MAX_HEAD_BYTES) break
       const check = parseHead(pending.slice(0, end))
       if (check === HANDED_OVER) break
+      clearHeadTimer(conn)
       conn.pending = pending.slice(end + 4)
-      conn.headStartedAt = 0
       if (check.close) conn.closing = true
+      const decision = front.decideCached(check.connectionId)
+      if (decision === undefined) {
+        // A store read: answer when it returns, and read nothing more until then.
+        conn.busy = true
+        conn.socket.pause()
+        front
+          .decide({ connectionId: check.connectionId, method: 'GET', path: check.target, remoteAddress: conn.socket.remoteAddress })
+          // Two callbacks, not then().catch(): an error thrown after this answer (by
+          // node:http, once it owns the socket) is not a failed decision.
+          .then(
+            (d) => onDecision(conn, d),
+            (err: unknown) => onDecideError(conn, err),
+          )
+        break
+      }
       try {
-        const decision = front.decideCached(check.connectionId)
-        if (decision !== undefined) {
-          stats.answered++
-          out += responseOf(decision, conn.closing)
-          if (conn.closing) break
-          continue
-        }
+        out += responseOf(decision, conn.closing)
       } catch (err) {
         flush(conn, out)
         return fail(conn, err)
       }
-      // A store read: answer when it returns, and read nothing more until then.
-      conn.busy = true
-      conn.socket.pause()
-      front
-        .decide({ connectionId: check.connectionId, method: 'GET', path: check.target, remoteAddress: conn.socket.remoteAddress })
-        .then((d) => {
-          conn.busy = false
-          if (conn.socket.destroyed) return
-          stats.answered++
-          flush(conn, responseOf(d, conn.closing))
-          if (conn.closing) return void conn.socket.end()
-          if (conn.blocked) return
-          conn.socket.resume()
-          drain(conn)
-        })
-        .catch((err: unknown) => {
-          conn.busy = false
-          if (!conn.socket.destroyed) fail(conn, err)
-        })
-      break
+      stats.answered++
     }
     flush(conn, out)
     if (conn.busy || conn.blocked || conn.socket.destroyed) return
-    if (conn.closing) {
-      conn.pending = ''
-      conn.socket.end()
-      return
-    }
-    if (conn.pending.length > 0) handOver(conn)
+    if (conn.closing) return finish(conn)
+    if (conn.pending.length > 0) return handOver(conn)
+    if (conn.ended) finish(conn)
   }
 
   const connections = new WeakMap<Socket, Connection>()
@@ -309,11 +343,27 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
     if (!conn.busy && !conn.blocked) drain(conn)
   }
 
+  function onDrain(this: Socket): void {
+    const conn = connections.get(this)!
+    conn.blocked = false
+    if (conn.gone || conn.socket.destroyed || conn.busy) return
+    conn.socket.resume()
+    drain(conn)
+  }
+
   function onEnd(this: Socket): void {
     const conn = connections.get(this)!
-    // allowHalfOpen: the peer may half-close after its last request; that answer still goes out.
-    conn.closing = true
-    if (!conn.busy && !conn.blocked) this.end()
+    // allowHalfOpen: the peer may half-close after its last requests; those still get
+    // their answers before our side ends.
+    conn.ended = true
+    if (!conn.busy && !conn.blocked) drain(conn)
+  }
+
+  function onHeadTimeout(conn: Connection): void {
+    conn.headTimer = null
+    if (conn.gone || conn.socket.destroyed) return
+    // As node:http answers a head that takes longer than headersTimeout.
+    finish(conn, 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n')
   }
 
   function onTimeout(this: Socket): void {
@@ -326,18 +376,20 @@ export function createFastAuth(options: FastAuthOptions): FastAuth {
   }
 
   function onClose(this: Socket): void {
+    const conn = connections.get(this)
+    if (conn !== undefined) clearHeadTimer(conn)
     if (open.delete(this)) stats.open = open.size
   }
 
   return {
     stats,
     accept(socket) {
-      const conn: Connection = { socket, pending: '', headStartedAt: 0, busy: false, closing: false, blocked: false }
+      const conn: Connection = { socket, pending: '', headTimer: null, busy: false, closing: false, ended: false, blocked: false, gone: false }
       connections.set(socket, conn)
       open.add(socket)
       stats.open = open.size
       socket.setNoDelay(true)
-      socket.setTimeout(options.keepAliveTimeoutMs)
+      if (options.keepAliveTimeoutMs > 0) socket.setTimeout(options.keepAliveTimeoutMs)
       socket.on('data', onData)
       socket.on('end', onEnd)
       socket.on('timeout', onTimeout)
