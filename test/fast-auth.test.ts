@@ -1,5 +1,5 @@
 /**
- * Forward auth answered without node:http (src/server/fast-auth.ts): the same answers as
+ * Forward auth answered without node:http (src/proxy/fast-auth.ts): the same answers as
  * node:http gives, in order, on the same connections; everything it does not recognise goes
  * to node:http with no byte lost; limits on time, head size and unread answers.
  */
@@ -11,7 +11,7 @@ import { createAuthenticator } from '../src/core/authenticator.ts'
 import { WsdsError } from '../src/core/errors.ts'
 import { createFront } from '../src/core/front.ts'
 import type { Store } from '../src/core/store.ts'
-import { createFastAuth, type FastAuth } from '../src/server/fast-auth.ts'
+import { createFastAuth, type FastAuth } from '../src/proxy/fast-auth.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
 import { eventually } from './contracts/protocol-suite.ts'
 import { TEST_ORIGIN, startTestServer, testKeySet, type TestServer } from './helpers/server.ts'

@@ -21,7 +21,7 @@ import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry } from './metrics.ts'
-import { createFastAuth, type FastAuthStats } from './fast-auth.ts'
+import { createFastAuth, type FastAuthStats } from '../proxy/fast-auth.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
