@@ -8,13 +8,11 @@ import { createServer as createHttpServer } from 'node:http'
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { createAuthenticator } from '../src/core/authenticator.ts'
-import { WsdsError } from '../src/core/errors.ts'
 import { createFront } from '../src/core/front.ts'
-import type { Store } from '../src/core/store.ts'
 import { createFastAuth, type FastAuth } from '../src/proxy/fast-auth.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
 import { eventually } from './contracts/protocol-suite.ts'
-import { TEST_ORIGIN, startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
+import { TEST_ORIGIN, startTestServer, switchableStore, testKeySet, type TestServer } from './helpers/server.ts'
 import { verifiedHandshake, type TestClient } from './helpers/ws-client.ts'
 
 interface Parsed {
@@ -92,26 +90,6 @@ const essence = (r: Parsed) => ({
   verdict: r.headers['x-wsds-verdict'],
   retryAfter: r.headers['retry-after'],
 })
-
-/** A memory store whose reads can be made to fail, as an unreachable Redis would. */
-function switchableStore(): { store: Store; state: { down: boolean } } {
-  const inner = createMemoryStore()
-  const state = { down: false }
-  const store: Store = {
-    put: (record, options) => inner.put(record, options),
-    get: async (id) => {
-      if (state.down) throw new WsdsError('ERR_STORE_UNAVAILABLE', 'test: store switched off')
-      return inner.get(id)
-    },
-    delete: (id) => inner.delete(id),
-    renew: (ids, options) => inner.renew(ids, options),
-    onDelete: (listener) => inner.onDelete(listener),
-    onReset: (listener) => inner.onReset(listener),
-    onStatus: (listener) => inner.onStatus(listener),
-    close: () => inner.close(),
-  }
-  return { store, state }
-}
 
 describe('forward auth fast path: in the gateway', () => {
   let s: TestServer

@@ -13,11 +13,8 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { Browser } from 'playwright-core'
 import { parseDocument } from 'yaml'
-import { WsdsError } from '../src/core/errors.ts'
-import type { Store } from '../src/core/store.ts'
 import { startGreetingServer } from '../src/demo/greeting.ts'
 import { loadConfig } from '../src/server/config.ts'
-import { createMemoryStore } from '../src/stores/memory.ts'
 import { eventually } from './contracts/protocol-suite.ts'
 import { chromiumBinary, launchBrowser } from './helpers/browser.ts'
 import {
@@ -33,7 +30,7 @@ import {
   type ProxyTargets,
   type RunningProxy,
 } from './helpers/proxies.ts'
-import { startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
+import { startTestServer, switchableStore, testKeySet, type TestServer } from './helpers/server.ts'
 import { freePort } from './helpers/services.ts'
 import { openSocket, verifiedHandshake } from './helpers/ws-client.ts'
 
@@ -41,26 +38,6 @@ const UNAUTHORIZED = { error: 'unauthorized' }
 const WSDS_HEADERS = ['x-wsds-connection-id', 'x-wsds-origin', 'x-wsds-verdict']
 /** The browser SDK's default ping interval (src/client/index.ts). */
 const SDK_PING_INTERVAL_MS = 25_000
-
-/** A memory store whose reads can be made to fail, as an unreachable Redis would. */
-function switchableStore(): { store: Store; state: { down: boolean } } {
-  const inner = createMemoryStore()
-  const state = { down: false }
-  const store: Store = {
-    put: (record, options) => inner.put(record, options),
-    get: async (id) => {
-      if (state.down) throw new WsdsError('ERR_STORE_UNAVAILABLE', 'test: store switched off')
-      return inner.get(id)
-    },
-    delete: (id) => inner.delete(id),
-    renew: (ids, options) => inner.renew(ids, options),
-    onDelete: (listener) => inner.onDelete(listener),
-    onReset: (listener) => inner.onReset(listener),
-    onStatus: (listener) => inner.onStatus(listener),
-    close: () => inner.close(),
-  }
-  return { store, state }
-}
 
 interface Seen {
   method: string

@@ -1,7 +1,8 @@
 /**
  * The standalone gateway process: one node:http server carrying the WebSocket endpoint, the
  * authenticator in front of the protected service, forward auth, health, metrics and the
- * demo. Everything here is wiring; decisions live in core.
+ * demo, behind listeners whose connections start on the forward-auth fast path
+ * (proxy/fast-auth.ts). Everything here is wiring; decisions live in core.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
@@ -17,11 +18,11 @@ import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
 import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { createFastAuth, type FastAuthStats } from '../proxy/fast-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry } from './metrics.ts'
-import { createFastAuth, type FastAuthStats } from '../proxy/fast-auth.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
