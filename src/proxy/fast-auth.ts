@@ -13,7 +13,7 @@
  *
  * The decision is the same `Front` every other front uses; only the framing differs.
  */
-import type { Server as HttpServer } from 'node:http'
+import { maxHeaderSize, type Server as HttpServer } from 'node:http'
 import type { Socket } from 'node:net'
 import { CONNECTION_ID_HEADER } from '../core/access.ts'
 import type { Front, FrontDecision } from '../core/front.ts'
@@ -51,8 +51,9 @@ export interface FastAuth {
   closeAll(): void
 }
 
-// node:http's default maxHeaderSize: a longer head goes to node:http, which answers 431.
-const MAX_HEAD_BYTES = 16 * 1024
+// node:http's limit on a head (16 KiB unless --max-http-header-size says otherwise): a
+// longer head goes to node:http, which refuses it.
+const MAX_HEAD_BYTES = maxHeaderSize
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 // Field values as llhttp accepts them in strict mode: visible ASCII, SP, HTAB, obs-text.
 const VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/
