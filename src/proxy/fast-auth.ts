@@ -9,7 +9,9 @@
  * anything else (a WebSocket upgrade, the API, health, metrics, the demo, a head this does
  * not recognise) the connection goes to the HTTP server for good, with every byte not yet
  * answered, and node:http parses and answers it as it always has. Recognising a strict
- * subset is the design: whatever is unusual, including every error, stays node:http's.
+ * subset is the design: whatever is unusual, every malformed request included, stays
+ * node:http's. The one exception is a forward-auth head that never completes: it gets 408
+ * at the headers timeout, or 400 when the peer ends its side first.
  *
  * The decision is the same `Front` every other front uses; only the framing differs.
  */
