@@ -197,19 +197,22 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       // The HTTP server never listens itself, so close() reports "not running": expected.
       server.close(() => resolve())
     })
+  // A start that fails leaves nothing running: it must not keep the process alive.
+  const abortStart = async (err: unknown): Promise<never> => {
+    await gateway.close()
+    authenticator.close()
+    if (listener.listening) await new Promise((resolve) => listener.close(resolve))
+    await closeHttp()
+    if (options.store === undefined) await store.close()
+    throw err
+  }
   await new Promise<void>((resolve, reject) => {
     listener.once('error', reject)
     listener.listen(config.port, config.host, () => {
       listener.off('error', reject)
       resolve()
     })
-  }).catch(async (err: unknown) => {
-    await gateway.close()
-    authenticator.close()
-    await closeHttp()
-    if (options.store === undefined) await store.close()
-    throw err
-  })
+  }).catch(abortStart)
   // node:http starts tracking its connections (closeAllConnections, headersTimeout and
   // requestTimeout checks) on 'listening', which it never emits itself here: it listens
   // through `listener`.
@@ -220,13 +223,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     try {
       socketServer = await listenUnixSocket(fastAuth.accept, config.socketPath, config.socketMode)
     } catch (err) {
-      // Nothing is left running: a failed start must not keep the process alive.
-      await gateway.close()
-      authenticator.close()
-      await new Promise((resolve) => listener.close(resolve))
-      await closeHttp()
-      if (options.store === undefined) await store.close()
-      throw err
+      await abortStart(err)
     }
     if (rateLimiter !== null && !config.trustProxy) {
       logger.warn(
