@@ -5,8 +5,11 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer, request, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { parseKeySet } from '../src/core/keyset.ts'
 import { eventually } from './contracts/protocol-suite.ts'
@@ -251,6 +254,23 @@ describe('self-hosted gateway', () => {
       )
       assert.equal((await fetch(`${s.url}/healthz`)).status, 200)
     })
+  })
+})
+
+describe('a start that fails', () => {
+  it('rejects with the listen error when the port is taken, and leaves its socket file uncreated', async () => {
+    const taken = await startTestServer()
+    const dir = mkdtempSync(join(tmpdir(), 'wsds-start-'))
+    try {
+      const socketPath = join(dir, 'gateway.sock')
+      await assert.rejects(startTestServer({ port: taken.port, socketPath }), (err: NodeJS.ErrnoException) => err.code === 'EADDRINUSE')
+      assert.equal(existsSync(socketPath), false)
+      // The taken port's server is untouched.
+      assert.equal((await fetch(`${taken.url}/healthz`)).status, 200)
+    } finally {
+      await taken.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 
