@@ -13,7 +13,7 @@ import {
   type LifecycleEvent,
   type Transition,
 } from '../src/core/lifecycle.ts'
-import type { ChallengeMessage, ServerMessage } from '../src/core/protocol.ts'
+import type { ChallengeMessage, CodeChallengeMessage, ServerMessage } from '../src/core/protocol.ts'
 import { createRandomPool } from '../src/core/random.ts'
 
 const random = createRandomPool()
@@ -70,7 +70,7 @@ function challengeOf(t: Transition): ChallengeMessage {
 
 /** Computes the answer the way a page on `hostname` with `keys` would. */
 function solve(challenge: ChallengeMessage, keys: readonly string[], hostname = HOST): unknown {
-  const fn = new Function('location', 'return (' + challenge.code + ')')({ hostname }) as (arg: { keys: readonly string[] }) => unknown
+  const fn = new Function('location', 'return (' + (challenge as CodeChallengeMessage).code + ')')({ hostname }) as (arg: { keys: readonly string[] }) => unknown
   return fn({ keys })
 }
 
@@ -144,7 +144,7 @@ describe('hello', () => {
     const c = challengeOf(t)
     assert.equal(c.expiresInMs, TIMEOUT - 2_500)
     assert.equal(typeof c.token, 'string')
-    assert.ok(c.code.startsWith('function('))
+    assert.ok((c as CodeChallengeMessage).code.startsWith('function('))
     assert.deepEqual(t.actions[2], { type: 'timer', at: T0 + TIMEOUT })
     assert.equal(t.state.phase, 'pending')
     assert.equal(t.state.helloSeen, true)

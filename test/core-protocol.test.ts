@@ -188,6 +188,9 @@ describe('closeCodeFor', () => {
     'bad-domain': 4401,
     'stale-keyset': 4401,
     timeout: 4408,
+    'bad-binding': 4400,
+    'binding-required': 4400,
+    'unsupported-form': 4400,
     'unsupported-version': 4400,
   }
 

@@ -1,4 +1,5 @@
 /** Structured logs: one JSON line per refusal or rejection, and never a secret in any line. */
+import type { CodeChallengeMessage } from '../src/core/protocol.ts'
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { pino } from 'pino'
@@ -36,7 +37,7 @@ describe('logs', () => {
 
     const all = lines.join('\n')
     for (const key of testKeySet.keys) assert.ok(!all.includes(key), 'a key leaked into the logs')
-    for (const secret of [challenge.token, connectionId, rightAnswer, wrong, challenge.code.slice(0, 40)]) {
+    for (const secret of [challenge.token, connectionId, rightAnswer, wrong, (challenge as CodeChallengeMessage).code.slice(0, 40)]) {
       assert.ok(!all.includes(secret), `secret leaked into the logs: ${secret.slice(0, 12)}...`)
     }
   })

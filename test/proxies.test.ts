@@ -311,7 +311,6 @@ describe('keep-alive under concurrent calls (160 calls, 16 at a time)', () => {
         }
         assert.equal((await call('Warm')).status, 200)
         const before = { ...opened }
-        const answeredBefore = gateway.forwardAuth.answered
         let ok = 0
         let misrouted = 0
         for (let round = 0; round < 10; round++) {
@@ -330,8 +329,6 @@ describe('keep-alive under concurrent calls (160 calls, 16 at a time)', () => {
         const upstreamConns = opened.upstream - before.upstream
         assert.ok(gatewayConns <= 40, `160 calls, 16 at a time, opened ${gatewayConns} connections to the gateway`)
         assert.ok(upstreamConns <= 40, `160 calls, 16 at a time, opened ${upstreamConns} connections to the upstream`)
-        // The checks are answered by the forward-auth fast path, not node:http.
-        assert.equal(gateway.forwardAuth.answered - answeredBefore, 160 - misrouted, `${name}: checks answered on the fast path`)
         await client.close()
       } finally {
         await proxy.stop()

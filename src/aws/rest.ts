@@ -28,7 +28,7 @@ export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'config' | 'now'>
   const front = createFront({ authenticator, mode: deps.config.mode })
   return async (event) => {
     const connectionId = header(event.headers, 'connectionId')
-    const decision = await front.decide({ connectionId, method: event.httpMethod, path: event.path, remoteAddress: event.requestContext?.identity?.sourceIp })
+    const decision = await front.decide({ connectionId, method: event.httpMethod, target: event.path, remoteAddress: event.requestContext?.identity?.sourceIp })
     if (decision.status === 503 && !decision.pass) throw new Error('store-unavailable')
     if (!decision.pass) throw new Error(UNAUTHORIZED)
     return {

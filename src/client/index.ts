@@ -211,6 +211,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     async function answer(challenge: ChallengeMessage): Promise<void> {
       let result: unknown
       try {
+        if (challenge.form === 'program') throw new TypeError('this SDK build cannot run program challenges')
         const fn = evaluate(challenge.code)
         if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
         result = await fn({ keys })

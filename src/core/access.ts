@@ -12,15 +12,31 @@ export type AccessDecision =
   | { admit: false; reason: DenyReason }
 
 /**
- * What the authenticator sees of a request. Only the id is used today; the rest is here so
- * request binding (signed method/path, client address) fits without a new signature.
+ * What the authenticator sees of a request. Every front fills it the same way (for node:http:
+ * `accessRequestOf` in proxy/http-auth.ts), so binding, policy rules and quotas see one shape.
  */
 export interface AccessRequest {
   connectionId: string | undefined
+  /** Request method as sent, upper case (behind forward auth: `X-Forwarded-Method`). */
   method?: string
-  path?: string
+  /**
+   * Request-target in origin-form as the client sent it: path and query, percent-encoding
+   * untouched (behind forward auth: `X-Forwarded-Uri`). Binding signs it; rules match its path.
+   */
+  target?: string
+  /** The `WSDS-Signature` header (PROTOCOL.md, "Request binding"). */
+  signature?: string
+  /** A service token from `Authorization: Bearer <t>` or `X-WSDS-Service-Token` (policy rules). */
+  serviceToken?: string
+  /** Client address (from `X-Forwarded-For` only when the deployment trusts its proxy). */
   remoteAddress?: string
 }
+
+/** Request header names the fronts read (lower case, as node:http reports them). */
+export const SIGNATURE_HEADER = 'wsds-signature'
+export const SERVICE_TOKEN_HEADER = 'x-wsds-service-token'
+export const FORWARDED_METHOD_HEADER = 'x-forwarded-method'
+export const FORWARDED_URI_HEADER = 'x-forwarded-uri'
 
 /** The `connectionId` header's name (PROTOCOL.md, Sequence 8); HTTP header names are case-insensitive. */
 export const CONNECTION_ID_HEADER = 'connectionid'

@@ -12,7 +12,12 @@ export type WsdsErrorCode =
   | 'stale-keyset'
   | 'timeout'
   | 'unsupported-version'
+  | 'bad-binding'
+  | 'binding-required'
+  | 'unsupported-form'
   | 'bad-message'
+  // the SDK's handshake got no challenge in time (it reconnects)
+  | 'ERR_HANDSHAKE_TIMEOUT'
   // configuration and infrastructure
   | 'ERR_CONFIG'
   | 'ERR_KEYSET'

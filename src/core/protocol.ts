@@ -11,6 +11,8 @@ export const CloseCode = {
   tooLarge: 1009,
   badMessages: 4400,
   unsupportedVersion: 4400,
+  /** A refused extension: `bad-binding`, `binding-required`, `unsupported-form`. */
+  refusedExtension: 4400,
   failed: 4401,
   timeout: 4408,
   rateLimited: 4429,
@@ -23,6 +25,10 @@ export type RejectReason =
   | 'stale-keyset'
   | 'timeout'
   | 'unsupported-version'
+  // PROTOCOL.md, Extensions
+  | 'bad-binding'
+  | 'binding-required'
+  | 'unsupported-form'
 
 export const REJECT_REASONS: readonly RejectReason[] = [
   'wrong-answer',
@@ -31,6 +37,9 @@ export const REJECT_REASONS: readonly RejectReason[] = [
   'stale-keyset',
   'timeout',
   'unsupported-version',
+  'bad-binding',
+  'binding-required',
+  'unsupported-form',
 ]
 
 /** Close code that follows each `rejected` reason (PROTOCOL.md, Sequence 7). */
@@ -40,6 +49,10 @@ export function closeCodeFor(reason: RejectReason): number {
       return CloseCode.timeout
     case 'unsupported-version':
       return CloseCode.unsupportedVersion
+    case 'bad-binding':
+    case 'binding-required':
+    case 'unsupported-form':
+      return CloseCode.refusedExtension
     default:
       return CloseCode.failed
   }
@@ -47,16 +60,29 @@ export function closeCodeFor(reason: RejectReason): number {
 
 // client -> server
 
+/** Challenge forms (PROTOCOL.md, "Challenge forms"). */
+export type ChallengeForm = 'code' | 'program'
+export const CHALLENGE_FORMS: readonly ChallengeForm[] = ['code', 'program']
+
 export interface HelloMessage {
   action: 'hello'
   v: number
   keySet?: string
+  /**
+   * Request binding offer (PROTOCOL.md, "Request binding"), passed on unchecked: the
+   * lifecycle validates it so that a malformed one is `bad-binding`, not `bad-message`.
+   */
+  bind?: unknown
+  /** Forms the client can run, in its order of preference; unknown names are dropped. Absent: ["code"]. */
+  forms?: ChallengeForm[]
 }
 
 export interface AnswerMessage {
   action: 'answer'
   token: string
   result: unknown
+  /** Proof of work for a challenge that asked for it (docs/protocol.md), unchecked here. */
+  pow?: unknown
 }
 
 export interface PingMessage {
@@ -73,16 +99,39 @@ export interface ConnectionMessage {
   connectionId: string
 }
 
-export interface ChallengeMessage {
+/** Proof-of-work parameters of a challenge (PROTOCOL.md, "Re-challenge and proof of work"). */
+export interface PowParams {
+  alg: 'sha256'
+  bits: number
+  [extra: string]: unknown
+}
+
+interface ChallengeBase {
   type: 'challenge'
   token: string
-  code: string
   expiresInMs: number
+  pow?: PowParams
 }
+
+/** Step 5: JavaScript source of one function expression. */
+export interface CodeChallengeMessage extends ChallengeBase {
+  form?: 'code'
+  code: string
+}
+
+/** The same computation as JSON data for the SDK's interpreter (docs/protocol.md). */
+export interface ProgramChallengeMessage extends ChallengeBase {
+  form: 'program'
+  program: unknown
+}
+
+export type ChallengeMessage = CodeChallengeMessage | ProgramChallengeMessage
 
 export interface VerifiedMessage {
   type: 'verified'
   connectionId: string
+  /** The gateway's ephemeral public key, when the connection is bound. */
+  bind?: { key: string }
 }
 
 export interface RejectedMessage {
@@ -138,14 +187,24 @@ export function parseClientMessage(text: string): ParseResult {
       if (obj.keySet !== undefined && typeof obj.keySet !== 'string') {
         return fail('hello "keySet" must be a string')
       }
+      if (obj.forms !== undefined && (!Array.isArray(obj.forms) || obj.forms.length > 16 || !obj.forms.every((f) => typeof f === 'string'))) {
+        return fail('hello "forms" must be an array of strings')
+      }
       const message: HelloMessage = { action: 'hello', v: obj.v }
       if (typeof obj.keySet === 'string') message.keySet = obj.keySet
+      if (obj.bind !== undefined) message.bind = obj.bind
+      if (obj.forms !== undefined) {
+        // Forms this version does not know are ignored, so newer clients keep working.
+        message.forms = (obj.forms as string[]).filter((f): f is ChallengeForm => (CHALLENGE_FORMS as readonly string[]).includes(f))
+      }
       return { ok: true, message }
     }
     case 'answer': {
       if (typeof obj.token !== 'string') return fail('answer needs a string "token"')
       if (!('result' in obj)) return fail('answer needs a "result"')
-      return { ok: true, message: { action: 'answer', token: obj.token, result: obj.result } }
+      const message: AnswerMessage = { action: 'answer', token: obj.token, result: obj.result }
+      if (obj.pow !== undefined) message.pow = obj.pow
+      return { ok: true, message }
     }
     case 'ping':
       return { ok: true, message: { action: 'ping' } }
@@ -169,12 +228,24 @@ export function parseServerMessage(text: string): ServerMessage | null {
   const obj = value as Record<string, unknown>
   switch (obj.type) {
     case 'connection':
-    case 'verified':
       return typeof obj.connectionId === 'string' ? { type: obj.type, connectionId: obj.connectionId } : null
-    case 'challenge':
-      return typeof obj.token === 'string' && typeof obj.code === 'string' && typeof obj.expiresInMs === 'number'
-        ? { type: 'challenge', token: obj.token, code: obj.code, expiresInMs: obj.expiresInMs }
-        : null
+    case 'verified': {
+      if (typeof obj.connectionId !== 'string') return null
+      const bind = obj.bind as { key?: unknown } | undefined
+      return typeof bind === 'object' && bind !== null && typeof bind.key === 'string'
+        ? { type: 'verified', connectionId: obj.connectionId, bind: { key: bind.key } }
+        : { type: 'verified', connectionId: obj.connectionId }
+    }
+    case 'challenge': {
+      if (typeof obj.token !== 'string' || typeof obj.expiresInMs !== 'number') return null
+      const pow = obj.pow as PowParams | undefined
+      const withPow = typeof pow === 'object' && pow !== null && pow.alg === 'sha256' && Number.isInteger(pow.bits) ? { pow } : {}
+      if (obj.form === 'program') {
+        return 'program' in obj ? { type: 'challenge', token: obj.token, form: 'program', program: obj.program, expiresInMs: obj.expiresInMs, ...withPow } : null
+      }
+      if (obj.form !== undefined && obj.form !== 'code') return null
+      return typeof obj.code === 'string' ? { type: 'challenge', token: obj.token, code: obj.code, expiresInMs: obj.expiresInMs, ...withPow } : null
+    }
     case 'rejected':
       return typeof obj.reason === 'string' ? { type: 'rejected', reason: obj.reason as RejectReason } : null
     case 'error':

@@ -58,7 +58,7 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   async function decideAndAnswer(req: Request, res: Response, next: NextFunction, connectionId: string | undefined): Promise<void> {
     let decision: FrontDecision
     try {
-      decision = await guard.decide({ connectionId, method: req.method, path: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress })
+      decision = await guard.decide({ connectionId, method: req.method, target: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress })
       if (!decision.pass) {
         if (onReject !== undefined) {
           const handled = await onReject(req, res, decision)

@@ -63,7 +63,7 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   }
 
   const decideAndAnswer = async (request: FastifyRequest, reply: FastifyReply, connectionId: string | undefined): Promise<unknown> => {
-    const decision = await guard.decide({ connectionId, method: request.method, path: request.url, remoteAddress: request.ip })
+    const decision = await guard.decide({ connectionId, method: request.method, target: request.url, remoteAddress: request.ip })
     if (decision.pass) return pass(request, decision)
     if (onReject !== undefined) {
       const handled = await onReject(request, reply, decision)

@@ -55,7 +55,7 @@ export interface WsdsHonoMiddleware extends MiddlewareHandler<WsdsEnv>, WsdsHand
 }
 
 /** Path and query of an absolute URL, without parsing it. */
-function pathOf(url: string): string {
+function targetOf(url: string): string {
   const slash = url.indexOf('/', url.indexOf('//') + 2)
   return slash === -1 ? '/' : url.slice(slash)
 }
@@ -136,7 +136,7 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     connectionId: string | undefined,
     then: () => T,
   ): Promise<Awaited<T> | Response | undefined> => {
-    const decision = await guard.decide({ connectionId, method: c.req.method, path: pathOf(c.req.url) })
+    const decision = await guard.decide({ connectionId, method: c.req.method, target: targetOf(c.req.url) })
     if (decision.pass) {
       admit(c, decision, node)
       return await then()

@@ -1,6 +1,5 @@
 /** `wsds/server`: run the standalone gateway from code (what `wsds serve` does). */
 export { startServer } from './server.ts'
 export type { RunningServer, StartOptions } from './server.ts'
-export type { FastAuthStats } from '../proxy/fast-auth.ts'
 export { loadConfig, SETTINGS } from './config.ts'
 export type { ServerConfig } from './config.ts'

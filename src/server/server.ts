@@ -1,11 +1,11 @@
 /**
  * The standalone gateway process: one node:http server carrying the WebSocket endpoint, the
  * authenticator in front of the protected service, forward auth, health, metrics and the
- * demo, behind listeners whose connections start on the forward-auth fast path
- * (proxy/fast-auth.ts). Everything here is wiring; decisions live in core.
+ * demo, on the TCP port and optionally a Unix socket. Everything here is wiring; decisions
+ * live in core.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net'
+import type { AddressInfo, Server as NetServer } from 'node:net'
 import { pino, type Logger } from 'pino'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import { createKeyRing } from '../core/keyring.ts'
@@ -18,7 +18,6 @@ import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
 import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
-import { createFastAuth, type FastAuthStats } from '../proxy/fast-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -26,12 +25,10 @@ import { createMetricsRegistry } from './metrics.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
-  /** The HTTP server behind the listeners: it sees every connection except forward auth's. */
+  /** The HTTP server: it listens on the TCP port and is handed the Unix socket's connections. */
   server: Server
-  /** What accepts connections: the TCP port, then the Unix socket when there is one. */
+  /** What accepts connections: the TCP port (the server itself), then the Unix socket when there is one. */
   listeners: NetServer[]
-  /** Forward-auth requests answered without node:http (see fast-auth.ts). */
-  forwardAuth: Readonly<FastAuthStats>
   gateway: Gateway
   store: Store
   authenticator: Authenticator
@@ -112,8 +109,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: WS_PATH }))
     : null
 
-  async function authorize(req: IncomingMessage, res: ServerResponse, onPass: (headers: Record<string, string>) => void) {
-    const decision = await decideRequest(front, req)
+  async function authorize(req: IncomingMessage, res: ServerResponse, forwarded: boolean, onPass: (headers: Record<string, string>) => void) {
+    const decision = await decideRequest(front, req, { forwarded, trustProxy: config.trustProxy })
     if (decision.pass) onPass(decision.headers)
     else sendRefusal(req, res, decision)
   }
@@ -129,8 +126,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   }
 
   async function onRequest(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) return authorize(req, res, passApi(req, res))
-    if (path === config.authPath) return authorize(req, res, passAuth(res))
+    if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) return authorize(req, res, false, passApi(req, res))
+    if (path === config.authPath) return authorize(req, res, true, passAuth(res))
     if (path === '/healthz') {
       return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
     }
@@ -178,50 +175,34 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     else socket.destroy()
   })
 
-  // Every connection is accepted by a plain net listener and starts on the forward-auth fast
-  // path, which hands it to `server` at its first request of any other kind.
-  const fastAuth = createFastAuth({
-    http: server,
-    front,
-    path: config.authPath,
-    keepAliveTimeoutMs: server.keepAliveTimeout,
-    headersTimeoutMs: server.headersTimeout,
-    onError: (err) => logger.error({ event: 'request-error', error: String(err) }, 'forward auth failed'),
-  })
-  // allowHalfOpen as node:http's own listener has it: a client may half-close after its
-  // last request and still get the answer.
-  const listener = createNetServer({ allowHalfOpen: true }, fastAuth.accept)
   const closeHttp = () =>
     new Promise<void>((resolve) => {
       server.closeAllConnections()
-      // The HTTP server never listens itself, so close() reports "not running": expected.
       server.close(() => resolve())
     })
   // A start that fails leaves nothing running: it must not keep the process alive.
   const abortStart = async (err: unknown): Promise<never> => {
     await gateway.close()
     authenticator.close()
-    if (listener.listening) await new Promise((resolve) => listener.close(resolve))
     await closeHttp()
     if (options.store === undefined) await store.close()
     throw err
   }
   await new Promise<void>((resolve, reject) => {
-    listener.once('error', reject)
-    listener.listen(config.port, config.host, () => {
-      listener.off('error', reject)
+    server.once('error', reject)
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject)
       resolve()
     })
   }).catch(abortStart)
-  // node:http starts tracking its connections (closeAllConnections, headersTimeout and
-  // requestTimeout checks) on 'listening', which it never emits itself here: it listens
-  // through `listener`.
-  server.emit('listening')
+  const listener: NetServer = server
   const { port } = listener.address() as AddressInfo
   let socketServer: NetServer | null = null
   if (config.socketPath !== null) {
     try {
-      socketServer = await listenUnixSocket(fastAuth.accept, config.socketPath, config.socketMode)
+      // Handing accepted sockets to the HTTP server through its 'connection' event is the
+      // documented way to serve one server from several listeners.
+      socketServer = await listenUnixSocket((socket) => server.emit('connection', socket), config.socketPath, config.socketMode)
     } catch (err) {
       await abortStart(err)
     }
@@ -261,7 +242,6 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   return {
     server,
     listeners: socketServer === null ? [listener] : [listener, socketServer],
-    forwardAuth: fastAuth.stats,
     gateway,
     store,
     authenticator,
@@ -276,11 +256,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
       // Stop accepting (which also removes the socket file: libuv unlinks what it bound). The
-      // listeners' callbacks wait for the connections they accepted, closed just below.
-      const listenersClosed = Promise.all([listener, ...(socketServer === null ? [] : [socketServer])].map((l) => new Promise((resolve) => l.close(resolve))))
-      fastAuth.closeAll()
+      // socket listener's callback waits for the connections it accepted, closed just below.
+      const socketClosed = socketServer === null ? Promise.resolve() : new Promise((resolve) => socketServer.close(resolve))
       await closeHttp()
-      await listenersClosed
+      await socketClosed
       await store.close()
     },
   }

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import type { CodeChallengeMessage } from '../../src/core/protocol.ts'
 import type { KeySet } from '../../src/core/keyset.ts'
 import { openSocket, solve, verifiedHandshake, type TestClient } from '../helpers/ws-client.ts'
 
@@ -96,7 +97,7 @@ export function protocolSuite(name: string, start: StartTarget): void {
         const { connection, challenge } = await hello(client)
         assert.equal(typeof connection.connectionId, 'string')
         assert.equal(typeof challenge.token, 'string')
-        assert.ok(challenge.code.length > 0)
+        assert.ok((challenge as CodeChallengeMessage).code.length > 0)
         assert.ok(Number.isInteger(challenge.expiresInMs) && challenge.expiresInMs > 0 && challenge.expiresInMs <= 10_000)
         await client.close()
       })

@@ -4,7 +4,7 @@
  * page would do (evaluate the challenge source with the keys and a hostname).
  */
 import WebSocket from 'ws'
-import type { ChallengeMessage, ServerMessage } from '../../src/core/protocol.ts'
+import type { ChallengeMessage, CodeChallengeMessage, ServerMessage } from '../../src/core/protocol.ts'
 
 export interface OpenOptions {
   origin?: string
@@ -91,7 +91,7 @@ export class TestClient {
 
 /** Runs a challenge the way a page on `hostname` would. */
 export async function solve(challenge: ChallengeMessage, keys: readonly string[], hostname: string): Promise<unknown> {
-  const fn = new Function('location', `return (${challenge.code})`)({ hostname }) as (input: { keys: readonly string[] }) => unknown
+  const fn = new Function('location', `return (${(challenge as CodeChallengeMessage).code})`)({ hostname }) as (input: { keys: readonly string[] }) => unknown
   return await fn({ keys })
 }
 
