@@ -207,7 +207,7 @@ describe('closeCodeFor', () => {
   it('exposes the close code table of PROTOCOL.md', () => {
     assert.deepEqual(
       { ...CloseCode },
-      { normal: 1000, tooLarge: 1009, badMessages: 4400, unsupportedVersion: 4400, failed: 4401, timeout: 4408, rateLimited: 4429 },
+      { normal: 1000, tooLarge: 1009, badMessages: 4400, unsupportedVersion: 4400, refusedExtension: 4400, failed: 4401, timeout: 4408, rateLimited: 4429 },
     )
   })
 })
