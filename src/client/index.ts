@@ -12,6 +12,7 @@ import {
   type ClientMessage,
   type RejectReason,
 } from '../core/protocol.ts'
+import { solvePow } from './pow.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
 export type { RejectReason } from '../core/protocol.ts'
@@ -224,8 +225,12 @@ export function connect(options: ConnectOptions): WsdsSession {
         return
       }
       if (ws !== socket || stopped || challenge.token !== latestToken) return
+      // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
+      // requests (still admitted during a re-challenge) carry on meanwhile.
+      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }) : undefined
+      if (work === null || ws !== socket || stopped || challenge.token !== latestToken) return
       // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
-      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result })
+      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })
     }
 
     ws.onopen = () => {
