@@ -8,6 +8,9 @@
  */
 import { MAX_POW_BITS } from './pow.ts'
 
+/** Path of the operations endpoint (docs/protocol.md, "Step-up"). */
+export const ADMIN_RECHALLENGE_PATH = '/wsds/admin/rechallenge'
+
 export type RechallengeTarget =
   | { connectionId: string }
   | { address: string }

@@ -8,12 +8,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import { parseRechallengeRequest, type RechallengeRequest } from '../core/operations.ts'
+import { ADMIN_RECHALLENGE_PATH, parseRechallengeRequest, type RechallengeRequest } from '../core/operations.ts'
 import type { Store } from '../core/store.ts'
 import { shortHash, type Gateway } from '../gateway/gateway.ts'
 import { sendJson } from '../proxy/http-auth.ts'
 
-export const ADMIN_RECHALLENGE_PATH = '/wsds/admin/rechallenge'
+export { ADMIN_RECHALLENGE_PATH }
 /** A request body or a broadcast larger than this is refused: the largest valid one is far smaller. */
 const MAX_BODY_BYTES = 4096
 
