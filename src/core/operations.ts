@@ -72,6 +72,11 @@ export function parseRechallengeRequest(value: unknown): ParsedRechallenge {
   return { ok: true, request }
 }
 
+/** The request back in its wire shape (what parseRechallengeRequest reads), for the broadcast. */
+export function rechallengeBody(request: RechallengeRequest): Record<string, unknown> {
+  return { ...request.target, ...(request.powBits !== undefined ? { powBits: request.powBits } : {}) }
+}
+
 /** IPv4-mapped IPv6 (`::ffff:10.0.0.1`, what a dual-stack socket reports) compares as IPv4. */
 export function normalizeAddress(address: string): string {
   const a = address.toLowerCase()

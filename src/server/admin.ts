@@ -8,7 +8,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import { ADMIN_RECHALLENGE_PATH, parseRechallengeRequest, type RechallengeRequest } from '../core/operations.ts'
+import { ADMIN_RECHALLENGE_PATH, parseRechallengeRequest, rechallengeBody, type RechallengeRequest } from '../core/operations.ts'
 import type { Store } from '../core/store.ts'
 import { shortHash, type Gateway } from '../gateway/gateway.ts'
 import { sendJson } from '../proxy/http-auth.ts'
@@ -36,7 +36,8 @@ interface Broadcast {
   op: 'rechallenge'
   /** Node that took the request: it already acted, so it ignores its own message. */
   from: string
-  request: RechallengeRequest
+  /** The request body as the endpoint takes it, checked again by every receiver. */
+  request: Record<string, unknown>
 }
 
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest()
@@ -97,7 +98,7 @@ export function createAdmin(options: AdminOptions): Admin {
     const local = gateway.rechallengeMatching(parsed.request)
     let broadcast = false
     if (store.broadcast !== undefined) {
-      const message: Broadcast = { op: 'rechallenge', from: gateway.nodeId, request: parsed.request }
+      const message: Broadcast = { op: 'rechallenge', from: gateway.nodeId, request: rechallengeBody(parsed.request) }
       try {
         await store.broadcast(JSON.stringify(message))
         broadcast = true
