@@ -22,10 +22,12 @@ export interface SolveOptions {
 
 const now = (): number => (typeof performance === 'object' ? performance.now() : Date.now())
 
-/** Yields to the event loop without setTimeout's 4 ms clamp where the platform allows. */
+/**
+ * Yields to the event loop without setTimeout's 4 ms clamp where the platform allows. Not
+ * `scheduler.yield()`: Chromium runs its continuations ahead of rendering, and a page solving
+ * an 18-bit puzzle drew 8 frames a second with it against 55 with a message (docs/benchmarks.md).
+ */
 function yieldToLoop(): Promise<void> {
-  const scheduler = (globalThis as { scheduler?: { yield?: () => Promise<void> } }).scheduler
-  if (typeof scheduler?.yield === 'function') return scheduler.yield()
   if (typeof MessageChannel === 'function') {
     return new Promise((resolve) => {
       const channel = new MessageChannel()
