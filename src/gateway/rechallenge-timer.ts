@@ -31,8 +31,8 @@ export function createRechallengeTimer(options: RechallengeTimerOptions): Rechal
   if (!Number.isInteger(intervalMs) || intervalMs < 100) throw new RangeError(`intervalMs must be an integer >= 100, got ${intervalMs}`)
   const now = options.now ?? Date.now
   const random = options.random ?? Math.random
-  // Slots of 1/50 of the interval (within 50 ms..1 s) keep lateness well inside the jitter.
-  const tickMs = Math.min(1000, Math.max(50, Math.floor(intervalMs / 50)))
+  // Slots of 1/50 of the interval (10 ms..1 s): small enough to fit inside the jitter window.
+  const tickMs = Math.min(1000, Math.max(10, Math.floor(intervalMs / 50)))
   const slots = new Map<number, Set<string>>()
   const slotOf = new Map<string, number>()
 
@@ -63,8 +63,11 @@ export function createRechallengeTimer(options: RechallengeTimerOptions): Rechal
   return {
     schedule(id) {
       cancel(id)
-      const at = now() + intervalMs * (1 - RECHALLENGE_JITTER * random())
-      const slot = Math.floor(at / tickMs)
+      // Due in [0.9, 1) x interval: the draw leaves room for the slot's rounding up (< 1 tick),
+      // so the re-challenge is never early by more than 10% nor late, timer delays aside.
+      const spread = Math.max(0, intervalMs * RECHALLENGE_JITTER - tickMs)
+      const at = now() + intervalMs - tickMs - spread * random()
+      const slot = Math.ceil(at / tickMs)
       let set = slots.get(slot)
       if (set === undefined) slots.set(slot, (set = new Set()))
       set.add(id)
