@@ -227,7 +227,8 @@ export function connect(options: ConnectOptions): WsdsSession {
       if (ws !== socket || stopped || challenge.token !== latestToken) return
       // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
       // requests (still admitted during a re-challenge) carry on meanwhile.
-      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }) : undefined
+      // A difficulty the solver refuses (over 32 bits) gets no answer: the gateway's deadline decides.
+      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }).catch(() => null) : undefined
       if (work === null || ws !== socket || stopped || challenge.token !== latestToken) return
       // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
       send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })

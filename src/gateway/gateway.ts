@@ -24,6 +24,7 @@ import {
 } from '../core/lifecycle.ts'
 import { matchesTarget, type RechallengeRequest } from '../core/operations.ts'
 import type { PowPolicy } from '../core/pow-policy.ts'
+import { isPowBits } from '../core/pow.ts'
 import { CloseCode, encodeServerMessage } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
@@ -209,6 +210,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   function rechallengeConn(conn: Conn | undefined, trigger: 'periodic' | 'operator', powBits?: number): boolean {
+    if (powBits !== undefined && !isPowBits(powBits)) throw new WsdsError('ERR_CONFIG', `powBits must be an integer in [0, 32], got ${powBits}`)
     if (conn === undefined || conn.state.phase !== 'verified' || conn.state.outstanding !== null) return false
     stats.rechallenges[trigger]++
     dispatch(conn, powBits === undefined ? { type: 'rechallenge' } : { type: 'rechallenge', powBits })
