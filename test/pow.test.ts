@@ -277,3 +277,34 @@ describe('gateway with WSDS_POW_BITS', () => {
     assert.match(text, /wsds_outcomes_total\{outcome="bad-pow",node="[^"]+"\} [1-9]/)
   })
 })
+
+describe('gateway escalation (WSDS_POW_BITS=0, WSDS_POW_MAX_BITS=16)', () => {
+  let s: TestServer
+  before(async () => (s = await startTestServer({ powBits: 0, powMaxBits: 16 })))
+  after(() => s.close())
+
+  const firstChallenge = async () => {
+    const client = await openSocket(s.wsUrl, { origin: TEST_ORIGIN })
+    client.send({ action: 'hello', v: 1 })
+    await client.expect('connection')
+    return { client, c: await client.expect('challenge') }
+  }
+
+  it('asks a well-behaved address for no work, then for more after each doubling of its failures', async () => {
+    const clean = await firstChallenge()
+    assert.equal(clean.c.pow, undefined)
+    clean.client.send({ action: 'answer', token: clean.c.token, result: 'wrong' })
+    assert.equal((await clean.client.expect('rejected')).reason, 'wrong-answer')
+    const after1 = await firstChallenge()
+    assert.deepEqual(after1.c.pow, { alg: 'sha256', bits: 2 })
+    // Two more failures (score about 3): +4 bits.
+    after1.client.send({ action: 'answer', token: after1.c.token, result: 'wrong', pow: await solvePow(after1.c.token, 2) })
+    await after1.client.expect('rejected')
+    const third = await firstChallenge()
+    third.client.send({ action: 'answer', token: third.c.token, result: 'wrong' })
+    await third.client.expect('rejected')
+    const after3 = await firstChallenge()
+    assert.deepEqual(after3.c.pow, { alg: 'sha256', bits: 4 })
+    await after3.client.close()
+  })
+})
