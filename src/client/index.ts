@@ -12,6 +12,7 @@ import {
   type ClientMessage,
   type RejectReason,
 } from '../core/protocol.ts'
+import { solvePow } from './pow.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
 export type { RejectReason } from '../core/protocol.ts'
@@ -224,8 +225,13 @@ export function connect(options: ConnectOptions): WsdsSession {
         return
       }
       if (ws !== socket || stopped || challenge.token !== latestToken) return
+      // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
+      // requests (still admitted during a re-challenge) carry on meanwhile.
+      // A difficulty the solver refuses (over 32 bits) gets no answer: the gateway's deadline decides.
+      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }).catch(() => null) : undefined
+      if (work === null || ws !== socket || stopped || challenge.token !== latestToken) return
       // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
-      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result })
+      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })
     }
 
     ws.onopen = () => {

@@ -5,6 +5,7 @@
  */
 import { checkAnswer, createChallenge } from './challenge.ts'
 import { constantTimeEqual, toBase64Url } from './encoding.ts'
+import { verifyPow, type Sha256 } from './pow.ts'
 import type { KeyRing } from './keyring.ts'
 import {
   CloseCode,
@@ -21,6 +22,8 @@ export type Phase = 'pending' | 'verified' | 'closed'
 export interface OutstandingChallenge {
   token: string
   expected: string
+  /** Proof-of-work difficulty the challenge asked for (docs/protocol.md); absent or 0 = none. */
+  powBits?: number
 }
 
 export interface ConnectionState {
@@ -45,8 +48,12 @@ export type LifecycleEvent =
   | { type: 'binary' }
   /** The deadline timer fired. */
   | { type: 'deadline' }
-  /** The gateway wants a fresh challenge on a verified connection. */
-  | { type: 'rechallenge' }
+  /**
+   * The gateway wants a fresh challenge on a verified connection (periodic or an operator's).
+   * `powBits` raises the proof of work of that one challenge above the context's.
+   * Ignored while a challenge is outstanding: a second one must not move the deadline.
+   */
+  | { type: 'rechallenge'; powBits?: number }
 
 export type Action =
   | { type: 'send'; message: ServerMessage }
@@ -60,7 +67,9 @@ export interface Transition {
   state: ConnectionState
   actions: Action[]
   /** Set when the connection ends, for logs and metrics. */
-  outcome?: RejectReason | 'verified' | 'too-many-bad-frames'
+  outcome?: RejectReason | 'verified' | 'too-many-bad-frames' | 'bad-pow'
+  /** An answer carried valid proof of work: its difficulty and the solve time the client reported. */
+  pow?: { bits: number; solveMs: number | null }
 }
 
 export interface LifecycleContext {
@@ -71,6 +80,13 @@ export interface LifecycleContext {
   timeoutMs: number
   /** Bad frames tolerated before close 4400 (PROTOCOL.md: at least 3, at most 10). */
   maxBadFrames?: number
+  /**
+   * Proof-of-work difficulty for a challenge issued now, bits (default 0 = none). Needs
+   * `sha256`: without a hash to check the work, no work is asked for.
+   */
+  powBits?: number
+  /** SHA-256, injected so core stays pure; the gateway passes node:crypto's. */
+  sha256?: Sha256
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000
@@ -122,16 +138,19 @@ function reject(state: ConnectionState, reason: RejectReason, prefix: Action[] =
   }
 }
 
-function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[]): Transition {
+function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[], minPowBits = 0): Transition {
   const keySet = ctx.keyRing.resolve(keySetId)
   if (keySet === null) return reject(state, 'stale-keyset', prefix)
   const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random })
   const token = newId(ctx.random)
+  // Proof of work is a field of its own, independent of the challenge's form (docs/protocol.md).
+  const powBits = ctx.sha256 === undefined ? 0 : Math.max(ctx.powBits ?? 0, minPowBits)
+  const pow = powBits > 0 ? { pow: { alg: 'sha256' as const, bits: powBits } } : {}
   return {
-    state: { ...state, keySetId, outstanding: { token, expected: challenge.expected }, deadlineAt },
+    state: { ...state, keySetId, outstanding: { token, expected: challenge.expected, ...(powBits > 0 ? { powBits } : {}) }, deadlineAt },
     actions: [
       ...prefix,
-      send({ type: 'challenge', token, code: challenge.code, expiresInMs: Math.max(0, deadlineAt - ctx.now) }),
+      send({ type: 'challenge', token, code: challenge.code, expiresInMs: Math.max(0, deadlineAt - ctx.now), ...pow }),
       { type: 'timer', at: deadlineAt },
     ],
   }
@@ -161,8 +180,8 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       if (state.deadlineAt === null || ctx.now < state.deadlineAt) return { state, actions: [] }
       return reject(state, 'timeout')
     case 'rechallenge':
-      if (state.phase !== 'verified' || state.keySetId === null) return { state, actions: [] }
-      return issueChallenge(state, ctx, state.keySetId, ctx.now + ctx.timeoutMs, [])
+      if (state.phase !== 'verified' || state.keySetId === null || state.outstanding !== null) return { state, actions: [] }
+      return issueChallenge(state, ctx, state.keySetId, ctx.now + ctx.timeoutMs, [], event.powBits)
     case 'text':
       break
   }
@@ -186,9 +205,18 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       const outstanding = state.outstanding
       // Any token but the outstanding one, on any phase, is fatal: a real client never sends it.
       if (outstanding === null || !constantTimeEqual(message.token, outstanding.token)) return reject(state, 'bad-token')
+      // The work is checked first: it costs one hash, the answer check more.
+      let pow: Transition['pow']
+      if (outstanding.powBits !== undefined && outstanding.powBits > 0) {
+        const work = ctx.sha256 === undefined ? null : verifyPow(outstanding.token, outstanding.powBits, message.pow, ctx.sha256)
+        // On the wire it is `wrong-answer` (PROTOCOL.md: it covers every other mismatch); metrics say why.
+        if (work === null || !work.ok) return { ...reject(state, 'wrong-answer'), outcome: 'bad-pow' }
+        pow = { bits: outstanding.powBits, solveMs: work.solveMs }
+      }
       const check = checkAnswer(outstanding.expected, message.result)
       if (!check.ok) return reject(state, check.reason)
       return {
+        ...(pow !== undefined ? { pow } : {}),
         state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null },
         actions: [
           { type: 'timer', at: null },

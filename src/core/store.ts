@@ -44,6 +44,14 @@ export interface Store {
   onStatus(listener: (status: StoreStatus, error?: unknown) => void): () => void
   /** Releases connections and timers. */
   close(): Promise<void>
+  /**
+   * Optional: delivers an operations message (docs/protocol.md, "Step-up": operator
+   * re-challenges) to every node that shares the store, this one included, at most once
+   * each and best effort. Stores without a feed (DynamoDB) leave it out.
+   */
+  broadcast?(message: string): Promise<void>
+  /** Optional, with `broadcast`: subscribes to those messages; returns the unsubscribe function. */
+  onBroadcast?(listener: (message: string) => void): () => void
 }
 
 /** A small listener set, shared by store adapters. */

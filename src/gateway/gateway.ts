@@ -4,6 +4,7 @@
  * Rejection happens in the HTTP 'upgrade' event, before any socket exists (ws README,
  * "Client authentication"), so a refused page costs no WebSocket at all.
  */
+import * as cryptoModule from 'node:crypto'
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
@@ -21,11 +22,15 @@ import {
   type LifecycleEvent,
   type Transition,
 } from '../core/lifecycle.ts'
+import { matchesTarget, type RechallengeRequest } from '../core/operations.ts'
+import type { PowPolicy } from '../core/pow-policy.ts'
+import { isPowBits } from '../core/pow.ts'
 import { CloseCode, encodeServerMessage } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
 import { createOriginPolicy } from './origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
+import { createRechallengeTimer } from './rechallenge-timer.ts'
 import { createGatewayStats, type GatewayStats, type RefusalReason } from './stats.ts'
 
 export interface GatewayOptions {
@@ -47,6 +52,10 @@ export interface GatewayOptions {
   rateLimiter?: RateLimiter | null
   /** Believe X-Forwarded-For for the client address (default false). */
   trustProxy?: boolean
+  /** Re-challenge every verified connection at this interval, ms (default null = off; jitter 10%). */
+  rechallengeMs?: number | null
+  /** Proof-of-work difficulty per challenge (docs/protocol.md, "Proof of work"); null = none. */
+  powPolicy?: PowPolicy | null
   /** Name of this node, stored in records it owns (default: random). */
   nodeId?: string
   random?: RandomSource
@@ -63,8 +72,13 @@ export interface GatewayLogger {
 export interface Gateway {
   /** Handles an HTTP upgrade; false when the path is not the gateway's (caller decides). */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean
-  /** Sends a fresh challenge to a verified connection (PROTOCOL.md: re-verification). */
-  rechallenge(connectionId: string): boolean
+  /**
+   * Sends a fresh challenge to a verified connection (PROTOCOL.md: re-verification); false
+   * when the id is not a verified connection of this node. `powBits` raises its proof of work.
+   */
+  rechallenge(connectionId: string, options?: { powBits?: number }): boolean
+  /** Re-challenges every verified connection of this node that the request targets; returns how many. */
+  rechallengeMatching(request: RechallengeRequest): number
   readonly stats: GatewayStats
   readonly openConnections: number
   readonly verifiedConnections: number
@@ -118,6 +132,14 @@ export function refuseUpgrade(socket: Duplex, status: number, error: string): vo
   socket.destroy()
 }
 
+/**
+ * SHA-256 for the proof-of-work check: node:crypto's one-shot `hash` where Node has it
+ * (20.12+), which skips the Hash object, else createHash.
+ */
+const oneShotHash = (cryptoModule as { hash?: (alg: string, data: Uint8Array, encoding: 'buffer') => Buffer }).hash
+export const powHash: (data: Uint8Array) => Uint8Array =
+  typeof oneShotHash === 'function' ? (data) => oneShotHash('sha256', data, 'buffer') : (data) => createHash('sha256').update(data).digest()
+
 /** A log-safe stand-in for a connection id: enough to correlate lines, useless to replay. */
 export function shortHash(id: string): string {
   return createHash('sha256').update(id).digest('base64url').slice(0, 10)
@@ -155,13 +177,45 @@ export function createGateway(options: GatewayOptions): Gateway {
   const origins = createOriginPolicy(options.allowedOrigins)
   const stats = createGatewayStats()
   const conns = new Map<string, Conn>()
+  const powPolicy = options.powPolicy ?? null
+  // Sockets still in their handshake: the load signal of the proof-of-work policy, kept as a
+  // set because counting phases on demand would cost a scan per challenge.
+  const handshaking = new Set<string>()
+  const sha256 = powHash
+  const rechallengeMs = options.rechallengeMs ?? null
+  if (rechallengeMs !== null) positiveInt('rechallengeMs', rechallengeMs, 100)
+  const rechallenger =
+    rechallengeMs === null
+      ? null
+      : createRechallengeTimer({
+          intervalMs: rechallengeMs,
+          now,
+          onDue: (ids) => {
+            for (const id of ids) rechallengeConn(conns.get(id), 'periodic')
+          },
+        })
   let closing = false
   const pendingDeletes = new Set<Promise<void>>()
 
   // perMessageDeflate off: challenge frames are small and compression costs CPU per socket.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, clientTracking: false })
 
-  const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs })
+  const ctx = (conn?: Conn): LifecycleContext => {
+    const c: LifecycleContext = { now: now(), keyRing, random, timeoutMs }
+    if (conn === undefined) return c
+    // The hash is always there, so an operator can ask for work even with WSDS_POW_BITS=0.
+    c.sha256 = sha256
+    if (powPolicy !== null) c.powBits = powPolicy.bitsFor(conn.remote, handshaking.size)
+    return c
+  }
+
+  function rechallengeConn(conn: Conn | undefined, trigger: 'periodic' | 'operator', powBits?: number): boolean {
+    if (powBits !== undefined && !isPowBits(powBits)) throw new WsdsError('ERR_CONFIG', `powBits must be an integer in [0, 32], got ${powBits}`)
+    if (conn === undefined || conn.state.phase !== 'verified' || conn.state.outstanding !== null) return false
+    stats.rechallenges[trigger]++
+    dispatch(conn, powBits === undefined ? { type: 'rechallenge' } : { type: 'rechallenge', powBits })
+    return true
+  }
 
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
@@ -242,6 +296,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     })
     const conn: Conn = { ws, remote, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
     conns.set(record.connectionId, conn)
+    handshaking.add(record.connectionId)
+    powPolicy?.recordUpgrade(remote)
     run(conn, opened)
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!spend(conn)) {
@@ -281,13 +337,14 @@ export function createGateway(options: GatewayOptions): Gateway {
       conn.backlog.push(event)
       return
     }
-    run(conn, transition(conn.state, event, ctx()))
+    run(conn, transition(conn.state, event, ctx(conn)))
   }
 
   function run(conn: Conn, result: Transition): void {
     conn.state = result.state
     if (result.outcome !== undefined) {
       stats.outcomes[result.outcome]++
+      stepUp(conn, result)
       if (result.outcome !== 'verified') {
         // One line per rejection; the id only as a short hash, never the token or answer.
         logger?.warn({ event: 'rejected', reason: result.outcome, remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
@@ -304,10 +361,30 @@ export function createGateway(options: GatewayOptions): Gateway {
     }
   }
 
+  /** Re-challenge schedule, proof-of-work escalation and metrics after an outcome. */
+  function stepUp(conn: Conn, result: Transition): void {
+    const id = conn.record.connectionId
+    if (result.outcome === 'verified') {
+      handshaking.delete(id)
+      rechallenger?.schedule(id)
+      if (result.pow !== undefined) {
+        stats.powSolved++
+        if (result.pow.solveMs !== null) stats.powSolveSeconds.observe(result.pow.solveMs / 1000)
+      }
+    } else {
+      rechallenger?.cancel(id)
+      powPolicy?.recordFailure(conn.remote)
+    }
+  }
+
   function act(conn: Conn, action: Exclude<Action, { type: 'persist-verified' }>): void {
     switch (action.type) {
       case 'send':
-        if (action.message.type === 'challenge') stats.challengesIssued++
+        if (action.message.type === 'challenge') {
+          stats.challengesIssued++
+          const bits = action.message.pow?.bits
+          if (bits !== undefined) stats.powIssued[bits] = (stats.powIssued[bits] ?? 0) + 1
+        }
         if (action.message.type === 'error') stats.badFrames++
         if (conn.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
           // A client that sends but never reads would make us hold its replies forever.
@@ -374,6 +451,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     conn.timer = null
     const id = conn.record.connectionId
     if (conns.get(id) === conn) conns.delete(id)
+    handshaking.delete(id)
+    rechallenger?.cancel(id)
     conn.state = { ...conn.state, phase: 'closed' }
     conn.backlog = null
     stats.closed++
@@ -421,11 +500,19 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   return {
     handleUpgrade,
-    rechallenge(id) {
-      const conn = conns.get(id)
-      if (conn === undefined || conn.state.phase !== 'verified') return false
-      dispatch(conn, { type: 'rechallenge' })
-      return true
+    rechallenge(id, opts) {
+      return rechallengeConn(conns.get(id), 'operator', opts?.powBits)
+    },
+    rechallengeMatching(request) {
+      const target = request.target
+      if ('connectionId' in target) return rechallengeConn(conns.get(target.connectionId), 'operator', request.powBits) ? 1 : 0
+      let n = 0
+      // A snapshot: dispatching may close sockets (and change the map) as we go.
+      for (const conn of [...conns.values()]) {
+        const who = { connectionId: conn.record.connectionId, address: conn.remote, origin: conn.record.origin }
+        if (matchesTarget(target, who) && rechallengeConn(conn, 'operator', request.powBits)) n++
+      }
+      return n
     },
     stats,
     get openConnections() {
@@ -440,6 +527,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     nodeId,
     async close() {
       closing = true
+      rechallenger?.stop()
       clearInterval(leaseTimer)
       if (heartbeat !== null) clearInterval(heartbeat)
       const closed = [...conns.values()].map(

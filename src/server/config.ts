@@ -40,6 +40,14 @@ export interface ServerConfig {
   socketPath: string | null
   /** Permissions of that socket file (connecting needs write permission). */
   socketMode: number
+  /** Re-challenge interval for verified connections, ms; null = off (docs/protocol.md, "Step-up"). */
+  rechallengeMs: number | null
+  /** Base proof-of-work difficulty, bits (0 = none). */
+  powBits: number
+  /** Cap of proof-of-work escalation, bits; at most powBits = no escalation. */
+  powMaxBits: number
+  /** Bearer token of the operations endpoint; null = endpoint off. */
+  adminToken: string | null
 }
 
 interface Setting {
@@ -71,6 +79,10 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_SOCKET', flag: '--socket', help: 'also listen on this Unix socket path, for a proxy on the same host (default: none)' },
   { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
+  { env: 'WSDS_RECHALLENGE_MS', flag: '--rechallenge-ms', help: 're-challenge verified connections at this interval, jitter 10%, or off (default off)' },
+  { env: 'WSDS_POW_BITS', flag: '--pow-bits', help: 'proof-of-work difficulty of every challenge, bits, 0 = off (default 0)' },
+  { env: 'WSDS_POW_MAX_BITS', flag: '--pow-max-bits', help: 'cap of proof-of-work escalation per address and under load (default 20 when WSDS_POW_BITS > 0, else 0 = no escalation)' },
+  { env: 'WSDS_ADMIN_TOKEN', flag: '--admin-token', help: 'bearer token of POST /wsds/admin/rechallenge, at least 16 chars; prefer the environment (default: endpoint off)' },
 ]
 
 const bad = (name: string, value: string, why: string): never => {
@@ -210,7 +222,21 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const socketModeText = get('WSDS_SOCKET_MODE') ?? '660'
   if (!/^0?[0-7]{3}$/.test(socketModeText.trim())) bad('WSDS_SOCKET_MODE', socketModeText, 'must be octal permissions like 660')
+  const rechallengeText = get('WSDS_RECHALLENGE_MS') ?? 'off'
+  const rechallengeMs = rechallengeText.trim().toLowerCase() === 'off' ? null : int('WSDS_RECHALLENGE_MS', rechallengeText, 1000, 86_400_000)
+  const powBits = int('WSDS_POW_BITS', get('WSDS_POW_BITS') ?? '0', 0, 32)
+  const powMaxText = get('WSDS_POW_MAX_BITS')
+  const powMaxBits = powMaxText === undefined ? (powBits > 0 ? Math.max(powBits, 20) : 0) : int('WSDS_POW_MAX_BITS', powMaxText, 0, 32)
+  if (powMaxText !== undefined && powMaxBits < powBits) bad('WSDS_POW_MAX_BITS', powMaxText, `must be at least WSDS_POW_BITS (${powBits})`)
+  const adminToken = get('WSDS_ADMIN_TOKEN') ?? null
+  if (adminToken !== null && !/^[\x21-\x7e]{16,512}$/.test(adminToken)) {
+    throw new WsdsError('ERR_CONFIG', 'WSDS_ADMIN_TOKEN: must be 16-512 printable characters without spaces (value not shown)')
+  }
   return {
+    rechallengeMs,
+    powBits,
+    powMaxBits,
+    adminToken,
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),

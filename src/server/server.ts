@@ -22,6 +22,8 @@ import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry } from './metrics.ts'
+import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
+import { createPowPolicy } from '../core/pow-policy.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
@@ -102,7 +104,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     trustProxy: config.trustProxy,
     random,
     logger,
+    rechallengeMs: config.rechallengeMs,
+    powPolicy: config.powBits > 0 || config.powMaxBits > 0 ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now }) : null,
   })
+  const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
   const registry = createMetricsRegistry({ gateway, authenticator, front })
   const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
   const demo = config.demo
@@ -132,6 +137,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
     }
     if (path === config.metricsPath && metricsServer === null) return serveMetrics(req, res)
+    if (path === ADMIN_RECHALLENGE_PATH && metricsServer === null) return admin.handle(req, res)
     if (path === WS_PATH) return sendJson(res, 426, '{"error":"upgrade-required"}', { upgrade: 'websocket' })
     if (demo !== null && demo(req, res)) return
     sendJson(res, 404, '{"error":"not-found"}')
@@ -152,6 +158,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     config.metricsPort === null
       ? null
       : createServer((req, res) => {
+          if (pathOf(req.url ?? '/') === ADMIN_RECHALLENGE_PATH) return admin.handle(req, res)
           if (pathOf(req.url ?? '/') !== config.metricsPath) return sendJson(res, 404, '{"error":"not-found"}')
           serveMetrics(req, res).catch(() => sendJson(res, 500, '{"error":"internal"}'))
         })
@@ -182,6 +189,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
   // A start that fails leaves nothing running: it must not keep the process alive.
   const abortStart = async (err: unknown): Promise<never> => {
+    admin.close()
     await gateway.close()
     authenticator.close()
     await closeHttp()
@@ -252,6 +260,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     url,
     metricsUrl: metricsUrl ?? `${url}${config.metricsPath}`,
     async close() {
+      admin.close()
       await gateway.close()
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))

@@ -130,6 +130,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const renewBatch = options.renewBatch ?? 500
   const now = options.now ?? Date.now
   const channel = `${prefix}revoked`
+  // Operator messages (re-challenges) for every node; on the subscriber connection we already hold.
+  const opsChannel = `${prefix}ops`
+  const broadcasts = new Listeners<[string]>()
   const key = (id: string) => `${prefix}c:${id}`
   const deletes = new Listeners<[string]>()
   const resets = new Listeners<[]>()
@@ -167,12 +170,13 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   }
   subscriber.on('message', (ch: string, id: string) => {
     if (ch === channel) deletes.emit(id)
+    else if (ch === opsChannel) broadcasts.emit(id)
   })
   // Subscribe once the connection is first ready (with no offline queue, an earlier call
   // would fail); after that ioredis resubscribes by itself on every reconnect.
   const subscribe = () => {
     if (subscribed) return update()
-    subscriber.subscribe(channel).then(
+    subscriber.subscribe(channel, opsChannel).then(
       () => {
         subscribed = true
         update()
@@ -229,6 +233,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     onDelete: (listener) => deletes.add(listener),
     onReset: (listener) => resets.add(listener),
     onStatus: (listener) => statuses.add(listener),
+    async broadcast(message) {
+      await client.publish(opsChannel, message)
+    },
+    onBroadcast: (listener) => broadcasts.add(listener),
     async count() {
       let n = 0
       let cursor = '0'
@@ -243,7 +251,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       closed = true
       const quit = (conn: Redis) => conn.quit().catch(() => conn.disconnect())
       if (ownSubscriber) await quit(subscriber)
-      else await subscriber.unsubscribe(channel).catch(() => {})
+      else await subscriber.unsubscribe(channel, opsChannel).catch(() => {})
       if (options.closeClient === true) await quit(client)
     },
   }
