@@ -8,7 +8,9 @@ import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
+import type { Binder, BindingMode } from '../core/binding.ts'
 import { WsdsError } from '../core/errors.ts'
+import { createNodeBinder } from '../crypto/node-binding.ts'
 import type { KeyRing } from '../core/keyring.ts'
 import {
   DEFAULT_TIMEOUT_MS,
@@ -47,6 +49,10 @@ export interface GatewayOptions {
   rateLimiter?: RateLimiter | null
   /** Believe X-Forwarded-For for the client address (default false). */
   trustProxy?: boolean
+  /** WSDS_BINDING (default 'optional'; PROTOCOL.md, "Request binding"). */
+  binding?: BindingMode
+  /** Request-binding key derivation (default node:crypto's, crypto/node-binding.ts). */
+  binder?: Binder
   /** Name of this node, stored in records it owns (default: random). */
   nodeId?: string
   random?: RandomSource
@@ -161,7 +167,9 @@ export function createGateway(options: GatewayOptions): Gateway {
   // perMessageDeflate off: challenge frames are small and compression costs CPU per socket.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, clientTracking: false })
 
-  const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs })
+  const binding = options.binding ?? 'optional'
+  const binder = options.binder ?? createNodeBinder()
+  const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs, binding, binder })
 
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
@@ -297,7 +305,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     for (let i = 0; i < actions.length; i++) {
       const action = actions[i]!
       if (action.type === 'persist-verified') {
-        persistThen(conn, actions.slice(i + 1))
+        persistThen(conn, actions.slice(i + 1), action.bindKey)
         return
       }
       act(conn, action)
@@ -330,12 +338,14 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   /** Writes the verified record, then sends what follows (`verified`), replaying any backlog. */
-  function persistThen(conn: Conn, rest: Action[]): void {
+  function persistThen(conn: Conn, rest: Action[], bindKey: string | undefined): void {
     conn.backlog = []
     const t = now()
     // Re-verifications are not handshakes: only the first verification is timed.
     const firstVerification = conn.record.status === 'pending'
     conn.record = { ...conn.record, status: 'verified', verifiedAt: t, expiresAt: t + leaseMs }
+    // K_req goes with the record, so every node's authenticator can check signatures.
+    if (bindKey !== undefined) conn.record.bindKey = bindKey
     store.put(conn.record, { ttlMs: leaseMs }).then(
       () => {
         if (conn.state.phase !== 'closed' && conns.has(conn.record.connectionId)) {

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
+import type { BindingMode } from '../core/binding.ts'
 import type { Mode } from '../core/front.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
 
@@ -40,6 +41,12 @@ export interface ServerConfig {
   socketPath: string | null
   /** Permissions of that socket file (connecting needs write permission). */
   socketMode: number
+  /** Request binding (PROTOCOL.md, "Request binding"): off, optional or required. */
+  binding: BindingMode
+  /** How far a request signature's time may be from the gateway's clock, ms. */
+  bindingWindowMs: number
+  /** Admitted requests per second per connectionId (bursts of twice that); null = off. */
+  idRateLimit: number | null
 }
 
 interface Setting {
@@ -71,6 +78,9 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_SOCKET', flag: '--socket', help: 'also listen on this Unix socket path, for a proxy on the same host (default: none)' },
   { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
+  { env: 'WSDS_BINDING', flag: '--binding', help: 'request binding: off, optional (default) or required (unbound hellos refused)' },
+  { env: 'WSDS_BINDING_WINDOW_MS', flag: '--binding-window-ms', help: 'how far a request signature time may be from now (default 30000)' },
+  { env: 'WSDS_ID_RATE_LIMIT', flag: '--id-rate-limit', help: 'admitted requests per second per connectionId (burst 2x), or off (default off)' },
 ]
 
 const bad = (name: string, value: string, why: string): never => {
@@ -210,7 +220,14 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const socketModeText = get('WSDS_SOCKET_MODE') ?? '660'
   if (!/^0?[0-7]{3}$/.test(socketModeText.trim())) bad('WSDS_SOCKET_MODE', socketModeText, 'must be octal permissions like 660')
+  const binding = get('WSDS_BINDING') ?? 'optional'
+  if (binding !== 'off' && binding !== 'optional' && binding !== 'required') bad('WSDS_BINDING', binding, 'must be off, optional or required')
+  const idRateText = get('WSDS_ID_RATE_LIMIT') ?? 'off'
+  const idRateLimit = idRateText.trim().toLowerCase() === 'off' ? null : int('WSDS_ID_RATE_LIMIT', idRateText, 1, 1_000_000)
   return {
+    binding: binding as BindingMode,
+    bindingWindowMs: int('WSDS_BINDING_WINDOW_MS', get('WSDS_BINDING_WINDOW_MS') ?? '30000', 1000, 3_600_000),
+    idRateLimit,
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),
