@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict'
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
+import { gzipSync } from 'node:zlib'
+import { build } from 'esbuild'
 import WebSocket from 'ws'
 import { connect, type ConnectOptions, type WsdsSession } from '../src/client/index.ts'
 import { TEST_ORIGIN, startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
@@ -89,3 +91,12 @@ describe('SDK request binding', () => {
     assert.equal(typeof id, 'string')
   })
 })
+
+describe('SDK size', () => {
+  it('stays within 5 KB minified and gzipped, binding included', async () => {
+    const out = await build({ entryPoints: [new URL('../src/client/index.ts', import.meta.url).pathname], bundle: true, minify: true, format: 'esm', write: false })
+    const gz = gzipSync(out.outputFiles[0]!.contents, { level: 9 }).length
+    assert.ok(gz <= 5 * 1024, `${gz} bytes`)
+  })
+})
+
