@@ -9,6 +9,7 @@ import { bindingSuite, boundHandshake, type BindingTarget } from './contracts/bi
 import { startNodeProcess, writeKeySetFiles } from './helpers/node-process.ts'
 import { startRedisServer, type RedisServer } from './helpers/redis.ts'
 import { TEST_ORIGIN, olderKeySet, startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
+import { loadConfig } from '../src/server/config.ts'
 import { requireBinary } from './helpers/services.ts'
 import { verifiedHandshake } from './helpers/ws-client.ts'
 
@@ -112,5 +113,23 @@ describe('per-connection quota (WSDS_ID_RATE_LIMIT)', () => {
     const metrics = await (await fetch(s.metricsUrl)).text()
     assert.match(metrics, /wsds_auth_decisions_total\{result="deny:rate-limited",mode="enforce"[^}]*\} [1-9]/)
     await Promise.all([client.close(), other.client.close()])
+  })
+})
+
+describe('binding and quota settings', () => {
+  it('defaults to optional binding, a 30 s window and no quota', () => {
+    const config = loadConfig({})
+    assert.equal(config.binding, 'optional')
+    assert.equal(config.bindingWindowMs, 30_000)
+    assert.equal(config.idRateLimit, null)
+  })
+  it('reads the variables and the flags', () => {
+    const config = loadConfig({ WSDS_BINDING: 'required', WSDS_ID_RATE_LIMIT: '20' }, ['--binding-window-ms', '5000'])
+    assert.deepEqual([config.binding, config.bindingWindowMs, config.idRateLimit], ['required', 5000, 20])
+  })
+  it('stops the start on a bad value, naming the variable', () => {
+    assert.throws(() => loadConfig({ WSDS_BINDING: 'on' }), { code: 'ERR_CONFIG', message: /WSDS_BINDING/ })
+    assert.throws(() => loadConfig({ WSDS_BINDING_WINDOW_MS: '10' }), { code: 'ERR_CONFIG', message: /WSDS_BINDING_WINDOW_MS/ })
+    assert.throws(() => loadConfig({ WSDS_ID_RATE_LIMIT: '0' }), { code: 'ERR_CONFIG', message: /WSDS_ID_RATE_LIMIT/ })
   })
 })
