@@ -48,7 +48,7 @@ for (const [name, binary, start] of [
     let upstream: { url: string; close(): Promise<void> }
     let proxy: RunningProxy
     before(async () => {
-      gateway = await startTestServer()
+      gateway = await startTestServer({ idRateLimit: 2 })
       upstream = await startGreetingServer()
       proxy = await start({ gateway: `127.0.0.1:${gateway.port}`, upstream: new URL(upstream.url).host })
     })
@@ -80,6 +80,24 @@ for (const [name, binary, start] of [
       const moved = await fetch(proxy.url + '/api/greeting?who=Eve', { headers: { connectionId: a.connectionId, 'WSDS-Signature': await a.sign('GET', t.protectedPath) } })
       assert.equal(moved.status, 401)
       await moved.arrayBuffer()
+      await a.client.close()
+    })
+
+    it('answers over the per-connection quota with the gateway\'s 429, body and Retry-After', async () => {
+      const t = target()
+      const a = await boundHandshake(t)
+      const statuses: number[] = []
+      let refused: Response | undefined
+      for (let i = 0; i < 8 && refused === undefined; i++) {
+        const res = await fetch(proxy.url + t.protectedPath, { headers: { connectionId: a.connectionId, 'WSDS-Signature': await a.sign('GET', t.protectedPath) } })
+        statuses.push(res.status)
+        if (res.status === 429) refused = res
+        else await res.arrayBuffer()
+      }
+      assert.deepEqual(statuses.slice(0, 4), [200, 200, 200, 200], 'a burst of 2N passes')
+      assert.ok(refused, `refused after the burst: ${statuses}`)
+      assert.deepEqual(await refused.json(), { error: 'rate-limited' })
+      assert.match(refused.headers.get('retry-after') ?? '', /^[1-9]\d*$/)
       await a.client.close()
     })
   })
