@@ -65,6 +65,11 @@ export interface ConnectOptions {
    * CSP `script-src 'unsafe-eval'`; this hook is where a strict-CSP evaluator will plug in.
    */
   evaluate?: (code: string) => ChallengeFunction
+  /**
+   * Request binding (PROTOCOL.md, "Request binding"): offer a per-connection key and sign every
+   * REST call (default true wherever `crypto.subtle` exists, i.e. secure contexts).
+   */
+  bind?: boolean
 }
 
 export interface CloseInfo {
@@ -102,6 +107,13 @@ export interface WsdsSession {
    * while waiting.
    */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>
+  /**
+   * The `WSDS-Signature` header value for a request by another HTTP client (axios, ky, XHR),
+   * once verified; null when the connection is not bound. `url` resolves against the page,
+   * and the signature covers the path and query the browser will send. Valid for the
+   * gateway's window (30 s by default): sign each request just before sending it.
+   */
+  sign(method: string, url: string | URL): Promise<string | null>
   /** Adds a listener; returns a function that removes it. A throwing listener is reported, never propagated. */
   on<K extends keyof SessionEvents>(event: K, fn: SessionEvents[K]): () => void
   /** Closes with 1000 and stops reconnecting for good. */
@@ -110,7 +122,7 @@ export interface WsdsSession {
 
 // Reasons a new connection would only hit again (PROTOCOL.md, Sequence 7): retrying them would
 // hammer the gateway with handshakes bound to fail.
-const PERMANENT = new Set<string>(['stale-keyset', 'unsupported-version', 'bad-domain', 'wrong-answer'])
+const PERMANENT = new Set<string>(['stale-keyset', 'unsupported-version', 'bad-domain', 'wrong-answer', 'bad-binding', 'binding-required'])
 const CONNECTING = 0
 const OPEN = 1
 
@@ -133,6 +145,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   if (!(pingIntervalMs >= 0 && pingIntervalMs < 2 ** 31)) throw configError('pingIntervalMs', pingIntervalMs)
   const backoff = reconnectPolicy(options.reconnect)
   const evaluate = options.evaluate ?? evaluateWithFunction
+  // No crypto.subtle (plain http other than localhost): unbound, which `optional` accepts.
+  const subtle = options.bind === false ? undefined : globalThis.crypto?.subtle
 
   const listeners: { [K in keyof SessionEvents]: Set<SessionEvents[K]> } = {
     connection: new Set(),
@@ -144,6 +158,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   let socket: WebSocketLike | null = null
   let connectionId: string | null = null
   let verified = false
+  // K_req of the current connection, a non-extractable HMAC key; null when unbound.
+  let requestKey: CryptoKey | null = null
   let retries = 0
   let stopped: WsdsError | null = null
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined
@@ -208,6 +224,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     // Only the latest challenge has an outstanding token; an answer to an older one would be
     // `bad-token`, which costs the connection.
     let latestToken: string | null = null
+    let keyPair: CryptoKeyPair | null = null
 
     async function answer(challenge: ChallengeMessage): Promise<void> {
       let result: unknown
@@ -234,11 +251,38 @@ export function connect(options: ConnectOptions): WsdsSession {
       send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })
     }
 
-    ws.onopen = () => {
+    ws.onopen = async () => {
       if (ws !== socket || stopped) return
       opened = true
-      send(ws, keySet === undefined ? { action: 'hello', v: PROTOCOL_VERSION } : { action: 'hello', v: PROTOCOL_VERSION, keySet })
+      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION }
+      if (keySet !== undefined) hello.keySet = keySet
+      if (subtle) {
+        try {
+          // A fresh pair per connection; the private key never leaves WebCrypto.
+          keyPair = await subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits'])
+          hello.bind = { alg: 'ECDH-P256', key: b64url(await subtle.exportKey('raw', keyPair.publicKey)) }
+        } catch {
+          keyPair = null
+        }
+        if (ws !== socket || stopped) return
+      }
+      send(ws, hello)
       if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
+    }
+
+    /** K_req = HKDF-SHA256(Z, salt = connectionId, info = "wsds/1 request binding"), as an HMAC key. */
+    async function deriveRequestKey(serverKey: string, id: string): Promise<CryptoKey> {
+      const peer = await subtle!.importKey('raw', fromB64url(serverKey), { name: 'ECDH', namedCurve: 'P-256' }, false, [])
+      const z = await subtle!.deriveBits({ name: 'ECDH', public: peer }, keyPair!.privateKey, 256)
+      const ikm = await subtle!.importKey('raw', z, 'HKDF', false, ['deriveKey'])
+      const utf8 = (text: string) => new TextEncoder().encode(text)
+      return subtle!.deriveKey(
+        { name: 'HKDF', hash: 'SHA-256', salt: utf8(id), info: utf8('wsds/1 request binding') },
+        ikm,
+        { name: 'HMAC', hash: 'SHA-256', length: 256 },
+        false,
+        ['sign'],
+      )
     }
 
     ws.onmessage = (event: { data?: unknown }) => {
@@ -256,15 +300,20 @@ export function connect(options: ConnectOptions): WsdsSession {
           break
         case 'verified': {
           const id = message.connectionId
-          connectionId = id
-          verified = true
-          retries = 0
-          if (!readySettled) {
-            readySettled = true
-            resolveReady(id)
+          const serverKey = message.bind?.key
+          if (serverKey !== undefined && keyPair !== null) {
+            // Verified only once the key exists, so no call goes out unsigned.
+            deriveRequestKey(serverKey, id).then(
+              (key) => {
+                if (ws !== socket || stopped) return
+                requestKey = key
+                onVerified(id)
+              },
+              () => ws === socket && ws.close(4400),
+            )
+            break
           }
-          for (const waiter of waiters.splice(0)) waiter.resolve(id)
-          emit('verified', id)
+          onVerified(id)
           break
         }
         case 'rejected':
@@ -287,6 +336,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       clearInterval(pingTimer)
       verified = false
       connectionId = null
+      requestKey = null
       const code = typeof event.code === 'number' ? event.code : 1006
       const willReconnect =
         !stopped && backoff !== null && !(reason !== null && PERMANENT.has(reason)) && retries < backoff.maxAttempts
@@ -299,6 +349,33 @@ export function connect(options: ConnectOptions): WsdsSession {
         reconnectTimer = setTimeout(open, base / 2 + (Math.random() * base) / 2)
       }
     }
+  }
+
+  function onVerified(id: string): void {
+    connectionId = id
+    verified = true
+    retries = 0
+    if (!readySettled) {
+      readySettled = true
+      resolveReady(id)
+    }
+    for (const waiter of waiters.splice(0)) waiter.resolve(id)
+    emit('verified', id)
+  }
+
+  /** `t=<T>, s=<S>` over "wsds/1\n" T "\n" METHOD "\n" TARGET "\n" connectionId (PROTOCOL.md). */
+  async function signature(id: string, method: string, url: string | URL): Promise<string | null> {
+    const key = requestKey
+    if (key === null) return null
+    const u = new URL(url, (globalThis as { location?: { href?: string } }).location?.href)
+    u.hash = ''
+    // Origin-form as fetch sends it: the URL parser's percent-encoding, and a bare `?` kept.
+    const target = u.href.slice(u.href.indexOf('/', u.protocol.length + 2))
+    const t = Date.now()
+    // fetch upper-cases only these methods (Fetch standard, "normalize a method").
+    const m = /^(delete|get|head|options|post|put)$/i.test(method) ? method.toUpperCase() : method
+    const mac = await subtle!.sign('HMAC', key, new TextEncoder().encode(`wsds/1\n${t}\n${m}\n${target}\n${id}`))
+    return `t=${t}, s=${b64url(mac)}`
   }
 
   function whenVerified(signal: AbortSignal | null | undefined): Promise<string> {
@@ -341,7 +418,13 @@ export function connect(options: ConnectOptions): WsdsSession {
       // init.headers replaces a Request's headers in fetch(), so start from whichever fetch would use.
       const headers = new Headers(init?.headers ?? (isRequest ? input.headers : undefined))
       headers.set(header, id)
+      const method = init?.method ?? (isRequest ? input.method : 'GET')
+      const signed = await signature(id, method, isRequest ? input.url : input instanceof URL ? input.href : String(input))
+      if (signed !== null) headers.set('WSDS-Signature', signed)
       return globalThis.fetch(input, { ...init, headers })
+    },
+    async sign(method, url) {
+      return signature(await whenVerified(null), method, url)
     },
     on(event, fn) {
       const set = listeners[event] as Set<typeof fn> | undefined
@@ -371,6 +454,14 @@ function closeError(reason: RejectReason | null, opened: boolean, closeCode: num
   }
   if (!opened) return new WsdsError('ERR_CONNECT', `could not connect to ${url}`, { closeCode })
   return new WsdsError('ERR_CLOSED', `closed (${closeCode}) before verification`, { closeCode })
+}
+
+function b64url(bytes: ArrayBuffer): string {
+  return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
+function fromB64url(text: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0))
 }
 
 function configError(option: string, value: unknown, why = 'bad value'): WsdsError {

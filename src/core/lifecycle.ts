@@ -3,6 +3,7 @@
  * rejected / timed out -> closed. Pure: it returns what to do and the transport does it, so
  * the ws gateway, the Lambda handlers and the tests all run the same rules.
  */
+import { parseBindOffer, type Binder, type BindingMode } from './binding.ts'
 import { checkAnswer, createChallenge } from './challenge.ts'
 import { constantTimeEqual, toBase64Url } from './encoding.ts'
 import { verifyPow, type Sha256 } from './pow.ts'
@@ -40,6 +41,12 @@ export interface ConnectionState {
   /** When the connection fails if nothing changes; null while verified with nothing outstanding. */
   readonly deadlineAt: number | null
   readonly badFrames: number
+  /**
+   * Request binding (PROTOCOL.md, "Request binding"): the client's public key from hello
+   * (base64url), then, once verified, the derived keys. Strings, so a Lambda can keep the state
+   * as JSON. Absent: unbound.
+   */
+  readonly bind?: { clientKey: string; serverKey?: string; requestKey?: string }
 }
 
 export type LifecycleEvent =
@@ -58,7 +65,7 @@ export type LifecycleEvent =
 export type Action =
   | { type: 'send'; message: ServerMessage }
   /** Mark the record verified; the transport completes this before the actions after it. */
-  | { type: 'persist-verified' }
+  | { type: 'persist-verified'; bindKey?: string }
   | { type: 'close'; code: number; reason: string }
   /** (Re)arm the deadline timer for epoch ms `at`, or clear it (null). */
   | { type: 'timer'; at: number | null }
@@ -87,6 +94,10 @@ export interface LifecycleContext {
   powBits?: number
   /** SHA-256, injected so core stays pure; the gateway passes node:crypto's. */
   sha256?: Sha256
+  /** WSDS_BINDING (default 'optional'). */
+  binding?: BindingMode
+  /** Derives a bound connection's keys; without one, `bind` is ignored as under 'off'. */
+  binder?: Binder
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000
@@ -194,7 +205,16 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
     case 'hello': {
       if (state.helloSeen) return badMessage(state, ctx, 'hello was already received on this connection')
       if (message.v !== PROTOCOL_VERSION) return reject(state, 'unsupported-version')
-      const seen = { ...state, helloSeen: true }
+      let seen: ConnectionState = { ...state, helloSeen: true }
+      const bindingMode = ctx.binder === undefined ? 'off' : (ctx.binding ?? 'optional')
+      // A refused binding ends the handshake before it starts: no `connection` frame.
+      if (bindingMode !== 'off') {
+        if (message.bind !== undefined) {
+          const clientKey = parseBindOffer(message.bind)
+          if (clientKey === null) return reject(seen, 'bad-binding')
+          seen = { ...seen, bind: { clientKey } }
+        } else if (bindingMode === 'required') return reject(seen, 'binding-required')
+      }
       const connection = send({ type: 'connection', connectionId: state.connectionId })
       const keySet = ctx.keyRing.resolve(message.keySet)
       if (keySet === null) return reject(seen, 'stale-keyset', [connection])
@@ -215,13 +235,25 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       }
       const check = checkAnswer(outstanding.expected, message.result)
       if (!check.ok) return reject(state, check.reason)
+      // The ECDH derivation runs only for a correct answer, so failed challenges cost none.
+      let bind = state.bind
+      if (bind !== undefined && bind.requestKey === undefined) {
+        const derived = ctx.binder?.(bind.clientKey, state.connectionId) ?? null
+        if (derived === null) return reject(state, 'bad-binding')
+        bind = { clientKey: bind.clientKey, ...derived }
+      }
+      // A re-verification keeps the key: signed requests in flight stay valid.
+      const verified: ServerMessage =
+        bind?.serverKey !== undefined
+          ? { type: 'verified', connectionId: state.connectionId, bind: { key: bind.serverKey } }
+          : { type: 'verified', connectionId: state.connectionId }
       return {
         ...(pow !== undefined ? { pow } : {}),
-        state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null },
+        state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null, ...(bind !== undefined ? { bind } : {}) },
         actions: [
           { type: 'timer', at: null },
-          { type: 'persist-verified' },
-          send({ type: 'verified', connectionId: state.connectionId }),
+          bind?.requestKey !== undefined ? { type: 'persist-verified', bindKey: bind.requestKey } : { type: 'persist-verified' },
+          send(verified),
         ],
         outcome: 'verified',
       }

@@ -17,6 +17,12 @@ export interface ConnectionRecord {
   verifiedAt?: number
   /** Node that owns the socket; the one that renews the lease. */
   nodeId?: string
+  /**
+   * K_req of a bound connection, base64url (PROTOCOL.md, "Request binding"): set when it is
+   * verified, so every node's authenticator can check its requests' signatures. A secret for
+   * the connection's lifetime: whoever can read the store can sign for that connection.
+   */
+  bindKey?: string
   /** Epoch ms after which the record is dead even if still stored (PROTOCOL.md, Revocation). */
   expiresAt: number
 }

@@ -9,7 +9,9 @@ import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
+import type { Binder, BindingMode } from '../core/binding.ts'
 import { WsdsError } from '../core/errors.ts'
+import { createNodeBinder } from '../crypto/node-binding.ts'
 import type { KeyRing } from '../core/keyring.ts'
 import {
   DEFAULT_TIMEOUT_MS,
@@ -56,6 +58,10 @@ export interface GatewayOptions {
   rechallengeMs?: number | null
   /** Proof-of-work difficulty per challenge (docs/protocol.md, "Proof of work"); null = none. */
   powPolicy?: PowPolicy | null
+  /** WSDS_BINDING (default 'optional'; PROTOCOL.md, "Request binding"). */
+  binding?: BindingMode
+  /** Request-binding key derivation (default node:crypto's, crypto/node-binding.ts). */
+  binder?: Binder
   /** Name of this node, stored in records it owns (default: random). */
   nodeId?: string
   random?: RandomSource
@@ -200,8 +206,10 @@ export function createGateway(options: GatewayOptions): Gateway {
   // perMessageDeflate off: challenge frames are small and compression costs CPU per socket.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, clientTracking: false })
 
+  const binding = options.binding ?? 'optional'
+  const binder = options.binder ?? createNodeBinder()
   const ctx = (conn?: Conn): LifecycleContext => {
-    const c: LifecycleContext = { now: now(), keyRing, random, timeoutMs }
+    const c: LifecycleContext = { now: now(), keyRing, random, timeoutMs, binding, binder }
     if (conn === undefined) return c
     // The hash is always there, so an operator can ask for work even with WSDS_POW_BITS=0.
     c.sha256 = sha256
@@ -354,7 +362,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     for (let i = 0; i < actions.length; i++) {
       const action = actions[i]!
       if (action.type === 'persist-verified') {
-        persistThen(conn, actions.slice(i + 1))
+        persistThen(conn, actions.slice(i + 1), action.bindKey)
         return
       }
       act(conn, action)
@@ -407,12 +415,14 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   /** Writes the verified record, then sends what follows (`verified`), replaying any backlog. */
-  function persistThen(conn: Conn, rest: Action[]): void {
+  function persistThen(conn: Conn, rest: Action[], bindKey: string | undefined): void {
     conn.backlog = []
     const t = now()
     // Re-verifications are not handshakes: only the first verification is timed.
     const firstVerification = conn.record.status === 'pending'
     conn.record = { ...conn.record, status: 'verified', verifiedAt: t, expiresAt: t + leaseMs }
+    // K_req goes with the record, so every node's authenticator can check signatures.
+    if (bindKey !== undefined) conn.record.bindKey = bindKey
     store.put(conn.record, { ttlMs: leaseMs }).then(
       () => {
         if (conn.state.phase !== 'closed' && conns.has(conn.record.connectionId)) {

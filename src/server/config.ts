@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
+import type { BindingMode } from '../core/binding.ts'
 import type { Mode } from '../core/front.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
 
@@ -48,6 +49,12 @@ export interface ServerConfig {
   powMaxBits: number
   /** Bearer token of the operations endpoint; null = endpoint off. */
   adminToken: string | null
+  /** Request binding (PROTOCOL.md, "Request binding"): off, optional or required. */
+  binding: BindingMode
+  /** How far a request signature's time may be from the gateway's clock, ms. */
+  bindingWindowMs: number
+  /** Admitted requests per second per connectionId (bursts of twice that); null = off. */
+  idRateLimit: number | null
 }
 
 interface Setting {
@@ -83,6 +90,9 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_POW_BITS', flag: '--pow-bits', help: 'proof-of-work difficulty of every challenge, bits, 0 = off (default 0)' },
   { env: 'WSDS_POW_MAX_BITS', flag: '--pow-max-bits', help: 'cap of proof-of-work escalation per address and under load (default 20 when WSDS_POW_BITS > 0, else 0 = no escalation)' },
   { env: 'WSDS_ADMIN_TOKEN', flag: '--admin-token', help: 'bearer token of POST /wsds/admin/rechallenge, at least 16 chars; prefer the environment (default: endpoint off)' },
+  { env: 'WSDS_BINDING', flag: '--binding', help: 'request binding: off, optional (default) or required (unbound hellos refused)' },
+  { env: 'WSDS_BINDING_WINDOW_MS', flag: '--binding-window-ms', help: 'how far a request signature time may be from now (default 30000)' },
+  { env: 'WSDS_ID_RATE_LIMIT', flag: '--id-rate-limit', help: 'admitted requests per second per connectionId (burst 2x), or off (default off)' },
 ]
 
 const bad = (name: string, value: string, why: string): never => {
@@ -232,11 +242,18 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (adminToken !== null && !/^[\x21-\x7e]{16,512}$/.test(adminToken)) {
     throw new WsdsError('ERR_CONFIG', 'WSDS_ADMIN_TOKEN: must be 16-512 printable characters without spaces (value not shown)')
   }
+  const binding = get('WSDS_BINDING') ?? 'optional'
+  if (binding !== 'off' && binding !== 'optional' && binding !== 'required') bad('WSDS_BINDING', binding, 'must be off, optional or required')
+  const idRateText = get('WSDS_ID_RATE_LIMIT') ?? 'off'
+  const idRateLimit = idRateText.trim().toLowerCase() === 'off' ? null : int('WSDS_ID_RATE_LIMIT', idRateText, 1, 1_000_000)
   return {
     rechallengeMs,
     powBits,
     powMaxBits,
     adminToken,
+    binding: binding as BindingMode,
+    bindingWindowMs: int('WSDS_BINDING_WINDOW_MS', get('WSDS_BINDING_WINDOW_MS') ?? '30000', 1000, 3_600_000),
+    idRateLimit,
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),

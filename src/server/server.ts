@@ -7,6 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Server as NetServer } from 'node:net'
 import { pino, type Logger } from 'pino'
+import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import { createKeyRing } from '../core/keyring.ts'
 import { generateKeySet, type KeySet } from '../core/keyset.ts'
@@ -17,7 +18,8 @@ import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
-import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { nodeRequestMac } from '../crypto/node-binding.ts'
+import { accessRequestOf, connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -88,7 +90,13 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     else logger.info({ event: 'store-up' }, 'connection store reachable again')
   })
   const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
-  const front = createFront({ authenticator, mode: config.mode })
+  const front = createFront({
+    authenticator,
+    mode: config.mode,
+    bindingWindowMs: config.bindingWindowMs,
+    requestMac: nodeRequestMac,
+    idRateLimit: config.idRateLimit,
+  })
   const server = createServer()
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
@@ -102,6 +110,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     leaseMs: config.leaseMs,
     rateLimiter,
     trustProxy: config.trustProxy,
+    binding: config.binding,
     random,
     logger,
     rechallengeMs: config.rechallengeMs,
@@ -168,8 +177,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     // The hot path, a protected request whose id is cached, runs without a promise.
     const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
     if (isApi || path === config.authPath) {
-      const cached = front.decideCached(connectionIdOf(req))
-      if (cached !== undefined) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
+      const id = connectionIdOf(req)
+      // A bound connection's cached admission needs the request (method, target, signature);
+      // reading it only when the request is signed keeps the unbound hot path as it was.
+      const signed = req.headers[SIGNATURE_HEADER] !== undefined
+      const cached = front.decideCached(id, signed ? accessRequestOf(req, { forwarded: !isApi, trustProxy: config.trustProxy }) : undefined)
+      if (cached !== undefined) {
+        if (cached.pass) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
+        return sendRefusal(req, res, cached)
+      }
     }
     onRequest(req, res, path).catch((err: unknown) => {
       logger.error({ event: 'request-error', error: String(err) }, 'request failed')

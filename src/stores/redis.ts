@@ -49,6 +49,8 @@ interface StoredRecord {
   c: number
   v?: number
   n?: string
+  /** K_req of a bound connection (ConnectionRecord.bindKey). */
+  k?: string
   /** Lease length, ms: how long a read may be trusted. */
   l: number
 }
@@ -105,6 +107,7 @@ const encode = (r: ConnectionRecord, leaseMs: number): string => {
   const s: StoredRecord = { i: r.connectionId, s: r.status, o: r.origin, c: r.createdAt, l: leaseMs }
   if (r.verifiedAt !== undefined) s.v = r.verifiedAt
   if (r.nodeId !== undefined) s.n = r.nodeId
+  if (r.bindKey !== undefined) s.k = r.bindKey
   return JSON.stringify(s)
 }
 
@@ -119,6 +122,7 @@ function decode(text: string, now: number): ConnectionRecord | null {
   const record: ConnectionRecord = { connectionId: s.i, status: s.s, origin: s.o, createdAt: s.c, expiresAt: now + s.l }
   if (s.v !== undefined) record.verifiedAt = s.v
   if (s.n !== undefined) record.nodeId = s.n
+  if (typeof s.k === 'string') record.bindKey = s.k
   return record
 }
 
