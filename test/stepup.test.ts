@@ -72,7 +72,9 @@ describe('re-challenges on a two-node Redis cluster', { skip: redisBin.skip }, (
         let requests = 0
         while (Date.now() < until) {
           // Through the SDK (it must not hold requests back during a re-challenge) and on the other node.
-          const [viaSdk, viaB] = await Promise.all([session.fetch(`${a.url}/api/greeting`), status(b, id)])
+          const signature = await session.sign('GET', `${b.url}/api/greeting`)
+          const onB = fetch(`${b.url}/api/greeting`, { headers: { connectionId: id, ...(signature !== null ? { 'WSDS-Signature': signature } : {}) } }).then((r) => r.status)
+          const [viaSdk, viaB] = await Promise.all([session.fetch(`${a.url}/api/greeting`), onB])
           assert.equal(viaSdk.status, 200, `request ${requests} through the SDK`)
           assert.equal(viaB, 200, `request ${requests} on node B`)
           requests++
