@@ -13,28 +13,45 @@
  *   which is fine: cached entries carry the lease bound themselves.
  * - When the subscription drops, deletions may be missed: the store emits `reset` (every
  *   authenticator empties its cache) when it drops and again when it is back.
+ * - The same code runs on Sentinel (ioredis follows the primary) and on Redis Cluster
+ *   (docs/cluster.md): every script touches one key, so slot rules hold; lease renewal,
+ *   which touches many keys, is one pipeline per primary on Cluster instead of a script.
+ * - A delete that fails (no primary answers) is queued and retried until the store is back,
+ *   so a socket that closed during a failover is still revoked everywhere afterwards.
  */
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { WsdsError } from '../core/errors.ts'
 import { Listeners, type ConnectionRecord, type Store, type StoreStatus } from '../core/store.ts'
+import { keySlot } from './redis-slot.ts'
+
+/** The client a Redis store runs on: one connection (plain or Sentinel-managed) or Cluster. */
+export type RedisClient = Redis | Cluster
 
 export interface RedisStoreOptions {
   /** Command connection. Take it from the caller so it can be shared and configured. */
-  client: Redis
+  client: RedisClient
   /** Subscriber connection (default: `client.duplicate()`, closed with the store). */
-  subscriber?: Redis
+  subscriber?: RedisClient
   /** Key and channel prefix, so deployments can share a Redis (default 'wsds:'). */
   prefix?: string
   /** Also quit `client` on close (default false: the caller owns it). */
   closeClient?: boolean
   /** Ids per renewal script call (default 500). */
   renewBatch?: number
+  /** Bound on deletes waiting for the store to come back (default 100000; the oldest go first). */
+  maxQueuedDeletes?: number
+  /** Delay between retries of queued deletes, ms (default 250). */
+  deleteRetryMs?: number
   now?: () => number
 }
 
 export interface RedisStore extends Store {
   /** The command connection, for callers that need Redis directly (rate limits, tests). */
-  readonly raw: Redis
+  readonly raw: RedisClient
+  /** Deletes that failed and wait for the store to come back. */
+  readonly queuedDeletes: number
+  /** Queued deletes given up because the queue was full (their leases still bound them). */
+  readonly droppedDeletes: number
   readonly status: StoreStatus
   /** Resolves when both connections are up, or false after `timeoutMs`. */
   ready(timeoutMs: number): Promise<boolean>
@@ -66,7 +83,7 @@ for i = 1, #KEYS do
 end
 return missing`
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = RedisClient & {
   wsdsDelete(key: string, channel: string, id: string): Promise<number>
   wsdsRenew(...args: (string | number)[]): Promise<number[]>
 }
@@ -125,9 +142,11 @@ function decode(text: string, now: number): ConnectionRecord | null {
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const client = options.client as ScriptedRedis
   const ownSubscriber = options.subscriber === undefined
-  const subscriber = options.subscriber ?? client.duplicate()
+  const subscriber: RedisClient = options.subscriber ?? (client instanceof Cluster ? client.duplicate() : client.duplicate())
   const prefix = options.prefix ?? 'wsds:'
   const renewBatch = options.renewBatch ?? 500
+  const maxQueuedDeletes = options.maxQueuedDeletes ?? 100_000
+  const deleteRetryMs = options.deleteRetryMs ?? 250
   const now = options.now ?? Date.now
   const channel = `${prefix}revoked`
   const key = (id: string) => `${prefix}c:${id}`
@@ -183,10 +202,102 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   subscriber.on('ready', subscribe)
   if (subscriber.status === 'ready') subscribe()
 
+  // Deletes that could not reach a primary. A Set: a socket closes once, and re-queuing the
+  // same id must not grow the queue. Insertion order gives oldest-first dropping.
+  const queued = new Set<string>()
+  let dropped = 0
+  let retryTimer: ReturnType<typeof setTimeout> | undefined
+  let flushing = false
+  const scheduleRetry = () => {
+    if (retryTimer !== undefined || closed || queued.size === 0) return
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined
+      void flushDeletes()
+    }, deleteRetryMs)
+    retryTimer.unref?.()
+  }
+  const queueDelete = (id: string) => {
+    if (closed) return
+    if (!queued.has(id) && queued.size >= maxQueuedDeletes) {
+      queued.delete(queued.values().next().value as string)
+      dropped++
+    }
+    queued.add(id)
+    scheduleRetry()
+  }
+  const flushDeletes = async () => {
+    if (flushing || closed) return
+    flushing = true
+    try {
+      for (const id of [...queued]) {
+        try {
+          await client.wsdsDelete(key(id), channel, id)
+        } catch {
+          break // still no primary: keep the rest for the next round
+        }
+        queued.delete(id)
+        deletes.emit(id)
+      }
+    } finally {
+      flushing = false
+      scheduleRetry()
+    }
+  }
+  statuses.add((next) => {
+    if (next === 'up') void flushDeletes()
+  })
+
+  const renewScript = async (ids: readonly string[], ttl: number, missing: string[]) => {
+    for (let i = 0; i < ids.length; i += renewBatch) {
+      const batch = ids.slice(i, i + renewBatch)
+      const positions = await client.wsdsRenew(batch.length, ...batch.map(key), ttl)
+      for (const p of positions) missing.push(batch[p - 1]!)
+    }
+  }
+  // Cluster: a script may only touch one slot, so group the keys by the primary that serves
+  // their slot and send each primary its PEXPIREs in pipelines of `renewBatch`.
+  const renewCluster = async (cluster: Cluster, ids: readonly string[], ttl: number, missing: string[]) => {
+    const byNode = new Map<string, string[]>()
+    for (const id of ids) {
+      const owner = cluster.slots[keySlot(key(id))]?.[0] ?? ''
+      const list = byNode.get(owner)
+      if (list === undefined) byNode.set(owner, [id])
+      else list.push(id)
+    }
+    const runs: Promise<void>[] = []
+    for (const list of byNode.values()) {
+      runs.push(
+        (async () => {
+          for (let i = 0; i < list.length; i += renewBatch) {
+            const batch = list.slice(i, i + renewBatch)
+            const pipeline = cluster.pipeline()
+            for (const id of batch) pipeline.pexpire(key(id), ttl)
+            const results = (await pipeline.exec()) ?? []
+            batch.forEach((id, j) => {
+              const [err, n] = results[j] ?? [new Error('no reply'), null]
+              if (err) throw err
+              if (n === 0) missing.push(id)
+            })
+          }
+        })(),
+      )
+    }
+    // All settle before failing, so one dead primary does not hide another's missing ids.
+    const outcomes = await Promise.allSettled(runs)
+    const failed = outcomes.find((o) => o.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+  }
+
   return {
     raw: client,
     get status() {
       return status
+    },
+    get queuedDeletes() {
+      return queued.size
+    },
+    get droppedDeletes() {
+      return dropped
     },
     ready(timeoutMs) {
       if (status === 'up') return Promise.resolve(true)
@@ -214,34 +325,43 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       // Locally first, so this node stops admitting the id even if Redis cannot be told;
       // and again after, for a read that raced the DEL and re-cached the record.
       deletes.emit(id)
-      await client.wsdsDelete(key(id), channel, id)
+      try {
+        await client.wsdsDelete(key(id), channel, id)
+      } catch (err) {
+        // Retried until a primary answers; the caller still hears of the failure.
+        queueDelete(id)
+        throw err
+      }
       deletes.emit(id)
     },
     async renew(ids, { ttlMs }) {
       const missing: string[] = []
-      for (let i = 0; i < ids.length; i += renewBatch) {
-        const batch = ids.slice(i, i + renewBatch)
-        const positions = await client.wsdsRenew(batch.length, ...batch.map(key), Math.max(1, Math.ceil(ttlMs)))
-        for (const p of positions) missing.push(batch[p - 1]!)
-      }
+      const ttl = Math.max(1, Math.ceil(ttlMs))
+      if (client instanceof Cluster) await renewCluster(client, ids, ttl, missing)
+      else await renewScript(ids, ttl, missing)
       return missing
     },
     onDelete: (listener) => deletes.add(listener),
     onReset: (listener) => resets.add(listener),
     onStatus: (listener) => statuses.add(listener),
     async count() {
-      let n = 0
-      let cursor = '0'
-      do {
-        const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}c:*`, 'COUNT', 1000)
-        cursor = next
-        n += keys.length
-      } while (cursor !== '0')
-      return n
+      const scanOne = async (node: Redis) => {
+        let n = 0
+        let cursor = '0'
+        do {
+          const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}c:*`, 'COUNT', 1000)
+          cursor = next
+          n += keys.length
+        } while (cursor !== '0')
+        return n
+      }
+      const nodes = client instanceof Cluster ? client.nodes('master') : [client]
+      return (await Promise.all(nodes.map(scanOne))).reduce((a, b) => a + b, 0)
     },
     async close() {
       closed = true
-      const quit = (conn: Redis) => conn.quit().catch(() => conn.disconnect())
+      if (retryTimer !== undefined) clearTimeout(retryTimer)
+      const quit = (conn: RedisClient) => conn.quit().then(() => {}, () => conn.disconnect())
       if (ownSubscriber) await quit(subscriber)
       else await subscriber.unsubscribe(channel).catch(() => {})
       if (options.closeClient === true) await quit(client)
