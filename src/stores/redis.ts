@@ -100,6 +100,10 @@ export const REDIS_CLIENT_DEFAULTS: RedisOptions = {
   connectTimeout: 2000,
   retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
   lazyConnect: false,
+  // A managed Redis's failover endpoint may leave open connections on the old primary,
+  // now a read-only replica: reconnect (through the endpoint, to the new primary) on the
+  // first READONLY rather than fail every write until something else drops the link.
+  reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
 }
 
 /** Opens the connection a `redis://` / `rediss://` URL names, with the defaults above. */

@@ -184,3 +184,68 @@ export async function startSentinelSet(binary: string, options: { downAfterMs?: 
     },
   }
 }
+
+export interface SwitchableEndpoint {
+  port: number
+  /** Where new connections go from now on; `dropExisting` also cuts the open ones. */
+  switchTo(targetPort: number, options?: { dropExisting?: boolean }): void
+  stop(): Promise<void>
+}
+
+/**
+ * A TCP forwarder on a fixed loopback port, standing in for a managed Redis's failover
+ * endpoint (a DNS name the provider re-points at the new primary): clients keep one
+ * address while what answers behind it changes.
+ */
+export async function startSwitchableEndpoint(targetPort: number): Promise<SwitchableEndpoint> {
+  const { createServer, connect } = await import('node:net')
+  let target = targetPort
+  const open = new Set<import('node:net').Socket>()
+  const server = createServer((inbound) => {
+    const outbound = connect(target, '127.0.0.1')
+    open.add(inbound)
+    open.add(outbound)
+    const drop = () => {
+      inbound.destroy()
+      outbound.destroy()
+      open.delete(inbound)
+      open.delete(outbound)
+    }
+    inbound.on('error', drop).on('close', drop)
+    outbound.on('error', drop).on('close', drop)
+    inbound.pipe(outbound)
+    outbound.pipe(inbound)
+  })
+  const port = await freePort()
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  return {
+    port,
+    switchTo(next, options = {}) {
+      target = next
+      if (options.dropExisting === true) for (const s of open) s.destroy()
+    },
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const s of open) s.destroy()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+/** A plain redis-server (optionally a replica of `replicaOf`), for endpoint tests. */
+export async function startPlainRedis(binary: string, options: { replicaOf?: number } = {}): Promise<RedisProcess & { dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'wsds-redis-'))
+  const port = await freePort()
+  const repl = ['--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0']
+  const args = ['--port', String(port), ...COMMON, ...repl, ...(options.replicaOf ? ['--replicaof', '127.0.0.1', String(options.replicaOf)] : [])]
+  const p = await spawnRedis(binary, args, port, dir)
+  if (options.replicaOf !== undefined) {
+    const probe = new Redis(port, '127.0.0.1')
+    try {
+      await until('replica in sync', 10_000, async () => /master_link_status:up/.test(await probe.info('replication')))
+    } finally {
+      probe.disconnect()
+    }
+  }
+  return { ...p, dir }
+}
