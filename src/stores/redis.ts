@@ -146,7 +146,6 @@ function decode(text: string, now: number): ConnectionRecord | null {
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const client = options.client as ScriptedRedis
   const ownSubscriber = options.subscriber === undefined
-  const subscriber: RedisClient = options.subscriber ?? (client instanceof Cluster ? client.duplicate() : client.duplicate())
   const prefix = options.prefix ?? 'wsds:'
   const renewBatch = options.renewBatch ?? 500
   const maxQueuedDeletes = options.maxQueuedDeletes ?? 100_000
@@ -165,13 +164,15 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
   // Reachability is the conjunction of both connections: without the subscription,
   // revocations from other nodes would go unheard.
-  let status: StoreStatus = client.status === 'ready' && subscriber.status === 'ready' ? 'up' : 'down'
+  let subscriber: RedisClient | undefined = options.subscriber
+  const ready = () => client.status === 'ready' && subscriber?.status === 'ready' && subscribed
+  let status: StoreStatus = 'down'
   let lastError: unknown
   let subscribed = false
   let closed = false
   const update = () => {
     if (closed) return
-    const next: StoreStatus = client.status === 'ready' && subscriber.status === 'ready' && subscribed ? 'up' : 'down'
+    const next: StoreStatus = ready() ? 'up' : 'down'
     if (next === status) return
     status = next
     // Whatever was cached may have missed a deletion while we were deaf; and on the way
@@ -182,29 +183,78 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const onError = (err: unknown) => {
     lastError = err
   }
-  for (const conn of [client, subscriber]) {
+  const watch = (conn: RedisClient) => {
     conn.on('error', onError)
     conn.on('ready', update)
     conn.on('close', update)
     conn.on('end', update)
   }
-  subscriber.on('message', (ch: string, id: string) => {
-    if (ch === channel) deletes.emit(id)
-  })
+  watch(client)
   // Subscribe once the connection is first ready (with no offline queue, an earlier call
   // would fail); after that ioredis resubscribes by itself on every reconnect.
   const subscribe = () => {
+    const conn = subscriber
+    if (conn === undefined || closed) return
     if (subscribed) return update()
-    subscriber.subscribe(channel).then(
+    conn.subscribe(channel).then(
       () => {
+        if (conn !== subscriber) return
         subscribed = true
         update()
       },
       (err: unknown) => onError(err),
     )
   }
-  subscriber.on('ready', subscribe)
-  if (subscriber.status === 'ready') subscribe()
+  const useSubscriber = (conn: RedisClient) => {
+    subscriber = conn
+    subscribed = false
+    watch(conn)
+    conn.on('message', (ch: string, id: string) => {
+      if (ch === channel) deletes.emit(id)
+    })
+    conn.on('ready', () => {
+      if (conn === subscriber) subscribe()
+    })
+    if (conn.status === 'ready') subscribe()
+  }
+
+  // Cluster: ioredis's cluster subscriber moves to another node by itself when its node goes
+  // away, silently, and whatever was published meanwhile is lost. Here the subscription is a
+  // plain connection to one node (classic PUBLISH reaches every node), replaced by this store
+  // when it ends, so the gap shows as down/reset/up and caches are emptied.
+  let replaceTimer: ReturnType<typeof setTimeout> | undefined
+  const clusterSubscriber = (cluster: Cluster) => {
+    replaceTimer = undefined
+    if (closed) return
+    const nodes = cluster.nodes('all')
+    const node = nodes[Math.floor(Math.random() * nodes.length)]
+    if (node === undefined) {
+      replaceTimer = setTimeout(() => clusterSubscriber(cluster), 200)
+      replaceTimer.unref?.()
+      return
+    }
+    const conn = new Redis({
+      ...node.options,
+      lazyConnect: false,
+      readOnly: false,
+      enableOfflineQueue: true,
+      // No reconnect to the same node: a new one is picked (it may be a promoted replica).
+      retryStrategy: () => null,
+    })
+    conn.once('end', () => {
+      if (conn !== subscriber || closed) return
+      subscribed = false
+      update()
+      replaceTimer = setTimeout(() => clusterSubscriber(cluster), 100)
+      replaceTimer.unref?.()
+    })
+    useSubscriber(conn)
+  }
+  if (subscriber !== undefined) useSubscriber(subscriber)
+  else if (client instanceof Cluster) {
+    if (client.status === 'ready') clusterSubscriber(client)
+    else client.once('ready', () => clusterSubscriber(client))
+  } else useSubscriber(client.duplicate())
 
   // Deletes that could not reach a primary. A Set: a socket closes once, and re-queuing the
   // same id must not grow the queue. Insertion order gives oldest-first dropping.
@@ -365,9 +415,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async close() {
       closed = true
       if (retryTimer !== undefined) clearTimeout(retryTimer)
+      if (replaceTimer !== undefined) clearTimeout(replaceTimer)
       const quit = (conn: RedisClient) => conn.quit().then(() => {}, () => conn.disconnect())
-      if (ownSubscriber) await quit(subscriber)
-      else await subscriber.unsubscribe(channel).catch(() => {})
+      if (subscriber !== undefined) {
+        if (ownSubscriber) await quit(subscriber)
+        else await subscriber.unsubscribe(channel).catch(() => {})
+      }
       if (options.closeClient === true) await quit(client)
     },
   }

@@ -60,16 +60,26 @@ export interface RedisClusterHandle {
   stop(): Promise<void>
 }
 
-/** `masters` primaries (default 3), no replicas, all 16384 slots assigned and agreed. */
-export async function startRedisCluster(binary: string, masters = 3): Promise<RedisClusterHandle> {
+/**
+ * `masters` primaries (default 3), all 16384 slots assigned and agreed; with `replicas: 1`,
+ * one replica per primary (nodes[masters + i] replicates nodes[i]), in sync, so a SIGKILLed
+ * primary fails over after about `nodeTimeoutMs` (default 2000) plus the election.
+ */
+export async function startRedisCluster(binary: string, masters = 3, options: { replicas?: 0 | 1; nodeTimeoutMs?: number } = {}): Promise<RedisClusterHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'wsds-rcluster-'))
+  const total = masters * (1 + (options.replicas ?? 0))
   const ports: number[] = []
-  for (let i = 0; i < masters; i++) ports.push(await freePort())
+  for (let i = 0; i < total; i++) ports.push(await freePort())
   const nodes = await Promise.all(
     ports.map((port) =>
       spawnRedis(
         binary,
-        ['--port', String(port), ...COMMON, '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '2000'],
+        [
+          '--port', String(port), ...COMMON,
+          '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
+          '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 2000),
+          '--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0',
+        ],
         port,
         dir,
       ),
@@ -80,12 +90,22 @@ export async function startRedisCluster(binary: string, masters = 3): Promise<Re
   try {
     const per = Math.ceil(16384 / masters)
     await Promise.all(
-      clients.map((c, i) => c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)))),
+      clients.slice(0, masters).map((c, i) => c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)))),
     )
-    for (let i = 1; i < masters; i++) await clients[0]!.call('CLUSTER', 'MEET', '127.0.0.1', String(ports[i]))
-    await until('cluster_state:ok on every node', 15_000, async () => {
+    for (let i = 1; i < total; i++) await clients[0]!.call('CLUSTER', 'MEET', '127.0.0.1', String(ports[i]))
+    await until('every node knows every other', 15_000, async () => {
       const infos = await Promise.all(clients.map((c) => c.call('CLUSTER', 'INFO') as Promise<string>))
-      return infos.every((info) => info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${masters}`))
+      return infos.every((info) => info.includes(`cluster_known_nodes:${total}`))
+    })
+    for (let i = masters; i < total; i++) {
+      const primaryId = (await clients[i - masters]!.call('CLUSTER', 'MYID')) as string
+      await until('replica attached', 10_000, async () => (await clients[i]!.call('CLUSTER', 'REPLICATE', primaryId)) === 'OK')
+    }
+    await until('cluster_state:ok on every node, replicas in sync', 20_000, async () => {
+      const infos = await Promise.all(clients.map((c) => c.call('CLUSTER', 'INFO') as Promise<string>))
+      if (!infos.every((info) => info.includes('cluster_state:ok'))) return false
+      const repl = await Promise.all(clients.slice(masters).map((c) => c.info('replication')))
+      return repl.every((r) => r.includes('master_link_status:up'))
     })
   } finally {
     for (const c of clients) c.disconnect()
