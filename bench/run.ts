@@ -10,6 +10,7 @@
  * Sections (all by default; `npm run bench -- --only=cluster,proxies` runs some):
  *   core        handshakes, handshake latency, protected requests, memory (bench/sections/core.ts)
  *   cluster     Redis store: revocation across nodes, cold/warm cache requests, handshakes
+ *   redis-ha    Redis Cluster against a single Redis: revocation p99, handshakes per CPU-second, PUBLISH vs SPUBLISH
  *   proxies     nginx auth_request and Caddy forward_auth against the same proxy alone
  *   middleware  Express, Fastify and Hono: protected route against the same route without it
  *
@@ -52,6 +53,7 @@ import {
 import type { SectionContext } from './sections/context.ts'
 import { coreSection } from './sections/core.ts'
 import { clusterSection, stopClusterServices } from './sections/cluster.ts'
+import { redisHaSection, stopRedisHaServices } from './sections/redis-ha.ts'
 import { proxiesSection, stopProxies } from './sections/proxies.ts'
 import { middlewareSection } from './sections/middleware.ts'
 
@@ -65,6 +67,7 @@ interface Section {
 const SECTIONS: Record<string, Section> = {
   core: { title: 'Gateway against bare ws and a plain proxy', run: coreSection, budgetMs: 5 * 60_000 },
   cluster: { title: 'Cluster: Redis store, two gateway nodes (issue 3)', run: clusterSection, budgetMs: 3 * 60_000 },
+  'redis-ha': { title: 'Redis Cluster against a single Redis: revocation, handshakes per CPU-second, pub/sub', run: redisHaSection, budgetMs: 4 * 60_000 },
   proxies: { title: 'Proxies: nginx auth_request and Caddy forward_auth against the proxy alone (issue 7)', run: proxiesSection, budgetMs: 3 * 60_000 },
   middleware: { title: 'Middleware: protected route against the same route without it (issue 7)', run: middlewareSection, budgetMs: 3 * 60_000 },
 }
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
     out.write('results: bench/results/latest.json\n')
   } finally {
     await Promise.all([...children].map((c) => stop(c).catch(() => c.proc.kill('SIGKILL'))))
-    await Promise.all([stopProxies(), stopClusterServices()])
+    await Promise.all([stopProxies(), stopClusterServices(), stopRedisHaServices()])
     rmSync(tmp, { recursive: true, force: true })
   }
 }
@@ -181,6 +184,7 @@ const watchdog = setTimeout(() => {
   killAll()
   void stopProxies()
   void stopClusterServices()
+  void stopRedisHaServices()
   setTimeout(() => process.exit(1), 500)
 }, WATCHDOG_MS)
 watchdog.unref()
@@ -188,6 +192,7 @@ process.on('SIGINT', () => {
   killAll()
   void stopProxies()
   void stopClusterServices()
+  void stopRedisHaServices()
   setTimeout(() => process.exit(130), 200)
 })
 

@@ -16,13 +16,25 @@ export interface AuthenticatorOptions {
   maxCacheEntries?: number
   /** Clock, epoch ms (default Date.now). */
   now?: () => number
+  /**
+   * While the store cannot be read: 'closed' (default) answers ERR_STORE_UNAVAILABLE for
+   * every id not in the cache; 'cached' keeps admitting ids that were cached when the store
+   * went away, each at most `cacheTtlMs` after it was admitted (docs/cluster.md).
+   */
+  storeOutage?: StoreOutagePolicy
+  /** Called for each admission served from the cache during an outage ('cached' only). */
+  onOutageAdmission?: (connectionId: string) => void
 }
+
+export type StoreOutagePolicy = 'closed' | 'cached'
 
 export interface AuthenticatorStats {
   cacheHits: number
   cacheMisses: number
   revocations: number
   storeErrors: number
+  /** Admissions served from the cache while the store was unreachable ('cached' policy). */
+  outageAdmissions: number
 }
 
 export interface Authenticator {
@@ -63,19 +75,37 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   }
   // Map keeps insertion order, which is all an oldest-first eviction needs.
   const cache = new Map<string, CacheEntry>()
-  const stats: AuthenticatorStats = { cacheHits: 0, cacheMisses: 0, revocations: 0, storeErrors: 0 }
+  const stats: AuthenticatorStats = { cacheHits: 0, cacheMisses: 0, revocations: 0, storeErrors: 0, outageAdmissions: 0 }
+  const storeOutage = options.storeOutage ?? 'closed'
+  if (storeOutage !== 'closed' && storeOutage !== 'cached') {
+    throw new WsdsError('ERR_CONFIG', `storeOutage must be closed or cached, got ${String(storeOutage)}`)
+  }
+  // 'cached' policy: what the cache held when the store last reset (it resets when it loses
+  // its deletion feed, i.e. when it goes down). Read only when the store cannot be, and
+  // emptied when the store is back: revocations made during the outage were not heard.
+  const outageCache = new Map<string, CacheEntry>()
   // Bumped on every deletion and reset: a store read that started before one must not put
   // a now-revoked id back into the cache when it completes.
   let epoch = 0
 
   const revoke = (id: string) => {
     epoch++
+    outageCache.delete(id)
     if (cache.delete(id)) stats.revocations++
   }
   const offDelete = store.onDelete(revoke)
   const offReset = store.onReset(() => {
     epoch++
+    if (storeOutage === 'cached') {
+      for (const [id, entry] of cache) {
+        if (outageCache.size >= maxEntries) outageCache.delete(outageCache.keys().next().value as string)
+        outageCache.set(id, entry)
+      }
+    }
     cache.clear()
+  })
+  const offStatus = store.onStatus((status) => {
+    if (status === 'up') outageCache.clear()
   })
 
   const cached = (id: string, t: number): Extract<AccessDecision, { admit: true }> | undefined => {
@@ -109,6 +139,14 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         record = await store.get(id)
       } catch (cause) {
         stats.storeErrors++
+        if (storeOutage === 'cached') {
+          const entry = outageCache.get(id) ?? cache.get(id)
+          if (entry !== undefined && entry.until > now()) {
+            stats.outageAdmissions++
+            options.onOutageAdmission?.(id)
+            return entry.decision
+          }
+        }
         throw new WsdsError('ERR_STORE_UNAVAILABLE', 'the connection store could not be read', { cause })
       }
       const decision = decideAccess(request, record, now())
@@ -126,7 +164,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     close() {
       offDelete()
       offReset()
+      offStatus()
       cache.clear()
+      outageCache.clear()
     },
   }
 }

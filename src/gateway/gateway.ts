@@ -470,7 +470,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   // One timer for all leases: a batch per tick, never a command per socket per tick.
-  const leaseTimer = setInterval(() => {
+  const renewLeases = () => {
     if (conns.size === 0) return
     store.renew([...conns.keys()], { ttlMs: leaseMs }).then(
       (missing) => {
@@ -489,8 +489,14 @@ export function createGateway(options: GatewayOptions): Gateway {
         logger?.debug?.({ event: 'store-error', op: 'renew', error: String(cause) }, 'could not renew leases')
       },
     )
-  }, Math.max(50, Math.floor(leaseMs / 3)))
+  }
+  const leaseTimer = setInterval(renewLeases, Math.max(50, Math.floor(leaseMs / 3)))
   leaseTimer.unref()
+  // When the store comes back (a restart, a Sentinel or Cluster failover), renew at once:
+  // records that lapsed or that replication lost are rewritten before pages notice.
+  const offStoreUp = store.onStatus((status) => {
+    if (status === 'up') renewLeases()
+  })
 
   const heartbeat =
     heartbeatMs > 0
@@ -539,6 +545,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       closing = true
       rechallenger?.stop()
       clearInterval(leaseTimer)
+      offStoreUp()
       if (heartbeat !== null) clearInterval(heartbeat)
       const closed = [...conns.values()].map(
         (conn) =>

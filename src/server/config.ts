@@ -9,6 +9,8 @@ import { parseKeySet, type KeySet } from '../core/keyset.ts'
 import type { BindingMode } from '../core/binding.ts'
 import type { Mode } from '../core/front.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
+import type { StoreOutagePolicy } from '../core/authenticator.ts'
+import { parseRedisStoreUrl, redact } from '../stores/redis-url.ts'
 
 export interface ServerConfig {
   port: number
@@ -20,9 +22,11 @@ export interface ServerConfig {
   authCacheTtlMs: number
   /** Upgrades per second per client address; null = off. */
   rateLimit: number | null
-  /** 'memory', a redis:// or rediss:// URL, or a dynamodb:// URL. */
+  /** 'memory', a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, or a dynamodb:// URL. */
   store: string
   storePrefix: string
+  /** What the authenticator does for a cached id while the store is unreachable (docs/cluster.md). */
+  storeOutage: StoreOutagePolicy
   leaseMs: number
   /** URL of the protected service; null = the built-in demo greeting service. */
   upstream: string | null
@@ -71,7 +75,16 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_CHALLENGE_TIMEOUT_MS', flag: '--challenge-timeout-ms', help: 'challenge deadline from the upgrade (default 10000)' },
   { env: 'WSDS_AUTH_CACHE_TTL_MS', flag: '--auth-cache-ttl-ms', help: 'authenticator positive cache TTL, 0 = off (default 300000; 5000 with dynamodb)' },
   { env: 'WSDS_RATE_LIMIT', flag: '--rate-limit', help: 'upgrades per second per address (burst 2x), or off (default 200)' },
-  { env: 'WSDS_STORE', flag: '--store', help: 'memory (default), redis://host:port/db, or dynamodb://table?region=&endpoint=' },
+  {
+    env: 'WSDS_STORE',
+    flag: '--store',
+    help: 'memory (default), redis://host:port/db, redis-sentinel://h1:p1,h2:p2/<master-name>, redis-cluster://h1:p1,h2:p2, or dynamodb://table?region=&endpoint=',
+  },
+  {
+    env: 'WSDS_STORE_OUTAGE',
+    flag: '--store-outage',
+    help: 'while the store is unreachable: closed (default; 503 for every id not in the cache) or cached (ids admitted before the outage stay admitted from the cache, at most the cache TTL)',
+  },
   { env: 'WSDS_STORE_PREFIX', flag: '--store-prefix', help: 'Redis key prefix, so deployments can share a Redis (default wsds:)' },
   { env: 'WSDS_LEASE_MS', flag: '--lease-ms', help: 'record lease renewed by the owning node (default 30000)' },
   { env: 'WSDS_UPSTREAM', flag: '--upstream', help: 'protected service URL for /api/* (default: demo greeting service)' },
@@ -193,9 +206,18 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   const rateLimit = rateText.trim().toLowerCase() === 'off' ? null : int('WSDS_RATE_LIMIT', rateText, 1, 1_000_000)
   const storeText = get('WSDS_STORE') ?? 'memory'
   const store = storeText === 'memory://' ? 'memory' : storeText
-  if (store !== 'memory' && !/^(rediss?|dynamodb):\/\/./.test(store)) {
-    bad('WSDS_STORE', store, 'must be memory, redis://host:port/db, rediss://..., or dynamodb://table?region=...')
+  if (store !== 'memory' && !/^(rediss?|redis-sentinel|redis-cluster|dynamodb):\/\/./.test(store)) {
+    bad('WSDS_STORE', store, 'must be memory, redis://host:port/db, rediss://..., redis-sentinel://h1:p1,h2:p2/<master-name>, redis-cluster://h1:p1,h2:p2, or dynamodb://table?region=...')
   }
+  if (/^redis-(sentinel|cluster):/.test(store)) {
+    try {
+      parseRedisStoreUrl(store)
+    } catch (err) {
+      bad('WSDS_STORE', redact(store), (err as Error).message.replace(/^WSDS_STORE="[^"]*": /, ''))
+    }
+  }
+  const storeOutage = get('WSDS_STORE_OUTAGE') ?? 'closed'
+  if (storeOutage !== 'closed' && storeOutage !== 'cached') bad('WSDS_STORE_OUTAGE', storeOutage, 'must be closed or cached')
   const storePrefix = get('WSDS_STORE_PREFIX') ?? 'wsds:'
   if (!/^[A-Za-z0-9:_.{}-]{1,64}$/.test(storePrefix)) bad('WSDS_STORE_PREFIX', storePrefix, 'must be 1-64 of [A-Za-z0-9:_.{}-]')
   // DynamoDB cannot push deletions to other nodes: there the cache TTL is the revocation
@@ -267,6 +289,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     rateLimit,
     store,
     storePrefix,
+    storeOutage: storeOutage as StoreOutagePolicy,
     leaseMs: int('WSDS_LEASE_MS', get('WSDS_LEASE_MS') ?? '30000', 100, 86_400_000),
     upstream,
     demo: bool('WSDS_DEMO', get('WSDS_DEMO') ?? 'on'),

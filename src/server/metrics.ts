@@ -99,6 +99,15 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
     },
   })
   new Counter({
+    name: 'wsds_store_outage_admissions_total',
+    help: 'Requests admitted from the cache while the store was unreachable (WSDS_STORE_OUTAGE=cached)',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(authenticator.stats.outageAdmissions)
+    },
+  })
+  new Counter({
     name: 'wsds_store_errors_total',
     help: 'Store operations that failed',
     registers: [registry],

@@ -22,13 +22,15 @@ export async function openStore(
   onSlowStart?: (message: string) => void,
 ): Promise<OpenedStore> {
   const local = () => (config.rateLimit === null ? null : createRateLimiter({ perSecond: config.rateLimit }))
-  if (config.store.startsWith('redis://') || config.store.startsWith('rediss://')) {
-    const { connectRedis, createRedisStore } = await import('../stores/redis.ts')
+  if (/^(rediss?|redis-sentinel|redis-cluster):\/\//.test(config.store)) {
+    // redis-connect.ts turns every Redis URL form (plain, Sentinel, Cluster) into a client.
+    const { connectRedisStore, describeRedisUrl } = await import('../stores/redis-connect.ts')
+    const { createRedisStore } = await import('../stores/redis.ts')
     const { createRedisRateLimiter } = await import('../stores/redis-rate-limit.ts')
-    const client = connectRedis(config.store)
+    const client = connectRedisStore(config.store)
     const store = createRedisStore({ client, prefix: config.storePrefix, closeClient: true })
     if (!(await store.ready(REDIS_START_WAIT_MS))) {
-      onSlowStart?.(`Redis at ${new URL(config.store).host} is not reachable yet: refusing upgrades (503) until it is`)
+      onSlowStart?.(`Redis (${describeRedisUrl(config.store)}) is not reachable yet: refusing upgrades (503) until it is`)
     }
     const rateLimiter =
       config.rateLimit === null ? null : createRedisRateLimiter({ client, perSecond: config.rateLimit, prefix: config.storePrefix })

@@ -89,7 +89,22 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     if (status === 'down') logger.error({ event: 'store-down', error: String(error ?? 'unknown') }, 'connection store unreachable: failing closed (503)')
     else logger.info({ event: 'store-up' }, 'connection store reachable again')
   })
-  const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
+  // One log line per outage when the 'cached' policy first serves an id from the cache
+  // (the counter is authenticator.stats.outageAdmissions, exported as a metric).
+  let outageLogged = false
+  store.onStatus((status) => {
+    if (status === 'up') outageLogged = false
+  })
+  const authenticator = createAuthenticator({
+    store,
+    cacheTtlMs: config.authCacheTtlMs,
+    storeOutage: config.storeOutage,
+    onOutageAdmission: () => {
+      if (outageLogged) return
+      outageLogged = true
+      logger.warn({ event: 'store-outage-cached' }, 'connection store unreachable: admitting ids cached before the outage (WSDS_STORE_OUTAGE=cached)')
+    },
+  })
   const front = createFront({
     authenticator,
     mode: config.mode,

@@ -2,13 +2,15 @@
  * Upgrade rate limit shared by every node through Redis: the same token bucket as the
  * in-process limiter, kept in one hash per address and updated by a script so concurrent
  * nodes never race. Time comes from Redis (TIME), so node clocks need not agree.
+ * One key per address and one key per script call, so it runs unchanged on Redis Cluster
+ * (each address's bucket lives in its own slot) and on a Sentinel-managed primary.
  */
-import type { Redis } from 'ioredis'
 import { WsdsError } from '../core/errors.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
+import type { RedisClient } from './redis.ts'
 
 export interface RedisRateLimiterOptions {
-  client: Redis
+  client: RedisClient
   perSecond: number
   /** Bucket size (default 2 x perSecond). */
   burst?: number
@@ -33,7 +35,7 @@ redis.call('HSET', KEYS[1], 't', tostring(tokens), 'a', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
 return ok`
 
-type LimiterRedis = Redis & { wsdsBucket(key: string, perSecond: number, burst: number): Promise<number> }
+type LimiterRedis = RedisClient & { wsdsBucket(key: string, perSecond: number, burst: number): Promise<number> }
 
 export function createRedisRateLimiter(options: RedisRateLimiterOptions): RateLimiter {
   const { perSecond } = options

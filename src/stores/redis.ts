@@ -13,28 +13,45 @@
  *   which is fine: cached entries carry the lease bound themselves.
  * - When the subscription drops, deletions may be missed: the store emits `reset` (every
  *   authenticator empties its cache) when it drops and again when it is back.
+ * - The same code runs on Sentinel (ioredis follows the primary) and on Redis Cluster
+ *   (docs/cluster.md): every script touches one key, so slot rules hold; lease renewal,
+ *   which touches many keys, is one pipeline per primary on Cluster instead of a script.
+ * - A delete that fails (no primary answers) is queued and retried until the store is back,
+ *   so a socket that closed during a failover is still revoked everywhere afterwards.
  */
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { WsdsError } from '../core/errors.ts'
 import { Listeners, type ConnectionRecord, type Store, type StoreStatus } from '../core/store.ts'
+import { keySlot } from './redis-slot.ts'
+
+/** The client a Redis store runs on: one connection (plain or Sentinel-managed) or Cluster. */
+export type RedisClient = Redis | Cluster
 
 export interface RedisStoreOptions {
   /** Command connection. Take it from the caller so it can be shared and configured. */
-  client: Redis
+  client: RedisClient
   /** Subscriber connection (default: `client.duplicate()`, closed with the store). */
-  subscriber?: Redis
+  subscriber?: RedisClient
   /** Key and channel prefix, so deployments can share a Redis (default 'wsds:'). */
   prefix?: string
   /** Also quit `client` on close (default false: the caller owns it). */
   closeClient?: boolean
   /** Ids per renewal script call (default 500). */
   renewBatch?: number
+  /** Bound on deletes waiting for the store to come back (default 100000; the oldest go first). */
+  maxQueuedDeletes?: number
+  /** Delay between retries of queued deletes, ms (default 250). */
+  deleteRetryMs?: number
   now?: () => number
 }
 
 export interface RedisStore extends Store {
   /** The command connection, for callers that need Redis directly (rate limits, tests). */
-  readonly raw: Redis
+  readonly raw: RedisClient
+  /** Deletes that failed and wait for the store to come back. */
+  readonly queuedDeletes: number
+  /** Queued deletes given up because the queue was full (their leases still bound them). */
+  readonly droppedDeletes: number
   readonly status: StoreStatus
   /** Resolves when both connections are up, or false after `timeoutMs`. */
   ready(timeoutMs: number): Promise<boolean>
@@ -68,7 +85,7 @@ for i = 1, #KEYS do
 end
 return missing`
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = RedisClient & {
   wsdsDelete(key: string, channel: string, id: string): Promise<number>
   wsdsRenew(...args: (string | number)[]): Promise<number[]>
 }
@@ -85,6 +102,10 @@ export const REDIS_CLIENT_DEFAULTS: RedisOptions = {
   connectTimeout: 2000,
   retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
   lazyConnect: false,
+  // A managed Redis's failover endpoint may leave open connections on the old primary,
+  // now a read-only replica: reconnect (through the endpoint, to the new primary) on the
+  // first READONLY rather than fail every write until something else drops the link.
+  reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
 }
 
 /** Opens the connection a `redis://` / `rediss://` URL names, with the defaults above. */
@@ -129,9 +150,10 @@ function decode(text: string, now: number): ConnectionRecord | null {
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const client = options.client as ScriptedRedis
   const ownSubscriber = options.subscriber === undefined
-  const subscriber = options.subscriber ?? client.duplicate()
   const prefix = options.prefix ?? 'wsds:'
   const renewBatch = options.renewBatch ?? 500
+  const maxQueuedDeletes = options.maxQueuedDeletes ?? 100_000
+  const deleteRetryMs = options.deleteRetryMs ?? 250
   const now = options.now ?? Date.now
   const channel = `${prefix}revoked`
   // Operator messages (re-challenges) for every node; on the subscriber connection we already hold.
@@ -149,13 +171,15 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
   // Reachability is the conjunction of both connections: without the subscription,
   // revocations from other nodes would go unheard.
-  let status: StoreStatus = client.status === 'ready' && subscriber.status === 'ready' ? 'up' : 'down'
+  let subscriber: RedisClient | undefined = options.subscriber
+  const ready = () => client.status === 'ready' && subscriber?.status === 'ready' && subscribed
+  let status: StoreStatus = 'down'
   let lastError: unknown
   let subscribed = false
   let closed = false
   const update = () => {
     if (closed) return
-    const next: StoreStatus = client.status === 'ready' && subscriber.status === 'ready' && subscribed ? 'up' : 'down'
+    const next: StoreStatus = ready() ? 'up' : 'down'
     if (next === status) return
     status = next
     // Whatever was cached may have missed a deletion while we were deaf; and on the way
@@ -166,35 +190,176 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const onError = (err: unknown) => {
     lastError = err
   }
-  for (const conn of [client, subscriber]) {
+  const watch = (conn: RedisClient) => {
     conn.on('error', onError)
     conn.on('ready', update)
     conn.on('close', update)
     conn.on('end', update)
   }
-  subscriber.on('message', (ch: string, id: string) => {
-    if (ch === channel) deletes.emit(id)
-    else if (ch === opsChannel) broadcasts.emit(id)
-  })
+  watch(client)
   // Subscribe once the connection is first ready (with no offline queue, an earlier call
   // would fail); after that ioredis resubscribes by itself on every reconnect.
   const subscribe = () => {
+    const conn = subscriber
+    if (conn === undefined || closed) return
     if (subscribed) return update()
-    subscriber.subscribe(channel, opsChannel).then(
+    conn.subscribe(channel, opsChannel).then(
       () => {
+        if (conn !== subscriber) return
         subscribed = true
         update()
       },
       (err: unknown) => onError(err),
     )
   }
-  subscriber.on('ready', subscribe)
-  if (subscriber.status === 'ready') subscribe()
+  const useSubscriber = (conn: RedisClient) => {
+    subscriber = conn
+    subscribed = false
+    watch(conn)
+    conn.on('message', (ch: string, id: string) => {
+      if (ch === channel) deletes.emit(id)
+      else if (ch === opsChannel && conn === subscriber) broadcasts.emit(id)
+    })
+    conn.on('ready', () => {
+      if (conn === subscriber) subscribe()
+    })
+    if (conn.status === 'ready') subscribe()
+  }
+
+  // Cluster: ioredis's cluster subscriber moves to another node by itself when its node goes
+  // away, silently, and whatever was published meanwhile is lost. Here the subscription is a
+  // plain connection to one node (classic PUBLISH reaches every node), replaced by this store
+  // when it ends, so the gap shows as down/reset/up and caches are emptied.
+  let replaceTimer: ReturnType<typeof setTimeout> | undefined
+  const clusterSubscriber = (cluster: Cluster) => {
+    replaceTimer = undefined
+    if (closed) return
+    const nodes = cluster.nodes('all')
+    const node = nodes[Math.floor(Math.random() * nodes.length)]
+    if (node === undefined) {
+      replaceTimer = setTimeout(() => clusterSubscriber(cluster), 200)
+      replaceTimer.unref?.()
+      return
+    }
+    const conn = new Redis({
+      ...node.options,
+      lazyConnect: false,
+      readOnly: false,
+      enableOfflineQueue: true,
+      // No reconnect to the same node: a new one is picked (it may be a promoted replica).
+      retryStrategy: () => null,
+    })
+    conn.once('end', () => {
+      if (conn !== subscriber || closed) return
+      subscribed = false
+      update()
+      replaceTimer = setTimeout(() => clusterSubscriber(cluster), 100)
+      replaceTimer.unref?.()
+    })
+    useSubscriber(conn)
+  }
+  if (subscriber !== undefined) useSubscriber(subscriber)
+  else if (client instanceof Cluster) {
+    if (client.status === 'ready') clusterSubscriber(client)
+    else client.once('ready', () => clusterSubscriber(client))
+  } else useSubscriber(client.duplicate())
+
+  // Deletes that could not reach a primary. A Set: a socket closes once, and re-queuing the
+  // same id must not grow the queue. Insertion order gives oldest-first dropping.
+  const queued = new Set<string>()
+  let dropped = 0
+  let retryTimer: ReturnType<typeof setTimeout> | undefined
+  let flushing = false
+  const scheduleRetry = () => {
+    if (retryTimer !== undefined || closed || queued.size === 0) return
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined
+      void flushDeletes()
+    }, deleteRetryMs)
+    retryTimer.unref?.()
+  }
+  const queueDelete = (id: string) => {
+    if (closed) return
+    if (!queued.has(id) && queued.size >= maxQueuedDeletes) {
+      queued.delete(queued.values().next().value as string)
+      dropped++
+    }
+    queued.add(id)
+    scheduleRetry()
+  }
+  const flushDeletes = async () => {
+    if (flushing || closed) return
+    flushing = true
+    try {
+      for (const id of [...queued]) {
+        try {
+          await client.wsdsDelete(key(id), channel, id)
+        } catch {
+          break // still no primary: keep the rest for the next round
+        }
+        queued.delete(id)
+        deletes.emit(id)
+      }
+    } finally {
+      flushing = false
+      scheduleRetry()
+    }
+  }
+  statuses.add((next) => {
+    if (next === 'up') void flushDeletes()
+  })
+
+  const renewScript = async (ids: readonly string[], ttl: number, missing: string[]) => {
+    for (let i = 0; i < ids.length; i += renewBatch) {
+      const batch = ids.slice(i, i + renewBatch)
+      const positions = await client.wsdsRenew(batch.length, ...batch.map(key), ttl)
+      for (const p of positions) missing.push(batch[p - 1]!)
+    }
+  }
+  // Cluster: a script may only touch one slot, so group the keys by the primary that serves
+  // their slot and send each primary its PEXPIREs in pipelines of `renewBatch`.
+  const renewCluster = async (cluster: Cluster, ids: readonly string[], ttl: number, missing: string[]) => {
+    const byNode = new Map<string, string[]>()
+    for (const id of ids) {
+      const owner = cluster.slots[keySlot(key(id))]?.[0] ?? ''
+      const list = byNode.get(owner)
+      if (list === undefined) byNode.set(owner, [id])
+      else list.push(id)
+    }
+    const runs: Promise<void>[] = []
+    for (const list of byNode.values()) {
+      runs.push(
+        (async () => {
+          for (let i = 0; i < list.length; i += renewBatch) {
+            const batch = list.slice(i, i + renewBatch)
+            const pipeline = cluster.pipeline()
+            for (const id of batch) pipeline.pexpire(key(id), ttl)
+            const results = (await pipeline.exec()) ?? []
+            batch.forEach((id, j) => {
+              const [err, n] = results[j] ?? [new Error('no reply'), null]
+              if (err) throw err
+              if (n === 0) missing.push(id)
+            })
+          }
+        })(),
+      )
+    }
+    // All settle before failing, so one dead primary does not hide another's missing ids.
+    const outcomes = await Promise.allSettled(runs)
+    const failed = outcomes.find((o) => o.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+  }
 
   return {
     raw: client,
     get status() {
       return status
+    },
+    get queuedDeletes() {
+      return queued.size
+    },
+    get droppedDeletes() {
+      return dropped
     },
     ready(timeoutMs) {
       if (status === 'up') return Promise.resolve(true)
@@ -222,16 +387,20 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       // Locally first, so this node stops admitting the id even if Redis cannot be told;
       // and again after, for a read that raced the DEL and re-cached the record.
       deletes.emit(id)
-      await client.wsdsDelete(key(id), channel, id)
+      try {
+        await client.wsdsDelete(key(id), channel, id)
+      } catch (err) {
+        // Retried until a primary answers; the caller still hears of the failure.
+        queueDelete(id)
+        throw err
+      }
       deletes.emit(id)
     },
     async renew(ids, { ttlMs }) {
       const missing: string[] = []
-      for (let i = 0; i < ids.length; i += renewBatch) {
-        const batch = ids.slice(i, i + renewBatch)
-        const positions = await client.wsdsRenew(batch.length, ...batch.map(key), Math.max(1, Math.ceil(ttlMs)))
-        for (const p of positions) missing.push(batch[p - 1]!)
-      }
+      const ttl = Math.max(1, Math.ceil(ttlMs))
+      if (client instanceof Cluster) await renewCluster(client, ids, ttl, missing)
+      else await renewScript(ids, ttl, missing)
       return missing
     },
     onDelete: (listener) => deletes.add(listener),
@@ -242,20 +411,28 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
     onBroadcast: (listener) => broadcasts.add(listener),
     async count() {
-      let n = 0
-      let cursor = '0'
-      do {
-        const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}c:*`, 'COUNT', 1000)
-        cursor = next
-        n += keys.length
-      } while (cursor !== '0')
-      return n
+      const scanOne = async (node: Redis) => {
+        let n = 0
+        let cursor = '0'
+        do {
+          const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}c:*`, 'COUNT', 1000)
+          cursor = next
+          n += keys.length
+        } while (cursor !== '0')
+        return n
+      }
+      const nodes = client instanceof Cluster ? client.nodes('master') : [client]
+      return (await Promise.all(nodes.map(scanOne))).reduce((a, b) => a + b, 0)
     },
     async close() {
       closed = true
-      const quit = (conn: Redis) => conn.quit().catch(() => conn.disconnect())
-      if (ownSubscriber) await quit(subscriber)
-      else await subscriber.unsubscribe(channel, opsChannel).catch(() => {})
+      if (retryTimer !== undefined) clearTimeout(retryTimer)
+      if (replaceTimer !== undefined) clearTimeout(replaceTimer)
+      const quit = (conn: RedisClient) => conn.quit().then(() => {}, () => conn.disconnect())
+      if (subscriber !== undefined) {
+        if (ownSubscriber) await quit(subscriber)
+        else await subscriber.unsubscribe(channel, opsChannel).catch(() => {})
+      }
       if (options.closeClient === true) await quit(client)
     },
   }
