@@ -27,7 +27,7 @@ import { wsds as fastifyWsds, type WsdsFastifyOptions } from '../src/middleware/
 import { wsds as honoWsds, type WsdsEnv, type WsdsHonoOptions } from '../src/middleware/hono.ts'
 import { attachGateway, type Gateway } from '../src/gateway/gateway.ts'
 import type { OpenStoreModule, WsdsHandle } from '../src/middleware/shared.ts'
-import * as openStoreModule from '../src/server/open-store.ts'
+import * as openStoreModule from '../src/stores/open-store.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
 import { connectRedis, createRedisStore } from '../src/stores/redis.ts'
 import { eventually } from './contracts/protocol-suite.ts'
