@@ -355,7 +355,7 @@ const server = app.listen(0, '127.0.0.1', () => console.log('app listening on ' 
       }
     })
 
-    it('a TypeScript project importing every subpath type-checks under moduleResolution node16 and bundler', async () => {
+    it('a TypeScript project importing every subpath type-checks under moduleResolution node16 and bundler, and CommonJS under nodenext', async () => {
       const subpaths = Object.keys(pkg.exports).filter((s) => s !== './package.json')
       const specifiers = subpaths.map((s) => (s === '.' ? 'wsds' : `wsds/${s.slice(2)}`))
       const lines = [
@@ -379,15 +379,21 @@ const server = app.listen(0, '127.0.0.1', () => console.log('app listening on ' 
         '',
       ]
       writeFileSync(join(app, 'check.ts'), lines.join('\n'))
+      // A CommonJS TypeScript file: nodenext knows Node's require() loads ES modules (docs/packaging.md).
+      writeFileSync(
+        join(app, 'check-cjs.cts'),
+        `import { wsds } from 'wsds/express'\nimport { createMemoryStore } from 'wsds/stores/memory'\nexport const middleware = wsds({ store: createMemoryStore() })\n`,
+      )
       const tsc = join(ROOT, 'node_modules', '.bin', 'tsc')
       const common = { strict: true, noEmit: true, skipLibCheck: false, target: 'ES2022', lib: ['ES2022', 'DOM'], types: ['node'] }
       const configs = {
-        node16: { module: 'node16', moduleResolution: 'node16' },
-        bundler: { module: 'esnext', moduleResolution: 'bundler' },
+        node16: { options: { module: 'node16', moduleResolution: 'node16' }, files: ['check.ts'] },
+        bundler: { options: { module: 'esnext', moduleResolution: 'bundler' }, files: ['check.ts'] },
+        'commonjs-nodenext': { options: { module: 'nodenext', moduleResolution: 'nodenext' }, files: ['check-cjs.cts'] },
       }
-      for (const [name, options] of Object.entries(configs)) {
+      for (const [name, { options, files }] of Object.entries(configs)) {
         const config = join(app, `tsconfig.${name}.json`)
-        writeFileSync(config, JSON.stringify({ compilerOptions: { ...common, ...options }, files: ['check.ts'] }))
+        writeFileSync(config, JSON.stringify({ compilerOptions: { ...common, ...options }, files }))
         const result = await run(tsc, ['-p', config], { cwd: app, timeoutMs: 180_000 })
         assert.equal(result.code, 0, `tsc (${name}):\n${result.stdout}\n${result.stderr}`)
       }
