@@ -36,11 +36,12 @@ export function walk(dir: string): string[] {
   })
 }
 
-// `from './x.ts'`, `import('./x.ts')`, `export * from '../x.ts'`: relative specifiers only.
-const TS_SPECIFIER = /((?:from|import)\s*\(?\s*['"])(\.{1,2}\/[^'"]*?)\.ts(['"])/g
+// `from './x.ts'`, `import('./x.ts')`, `export * from '../x.ts'` (and .tsx, .mts): relative
+// specifiers only, rewritten as rewriteRelativeImportExtensions does in the JavaScript.
+const TS_SPECIFIER = /((?:from|import)\s*\(?\s*['"])(\.{1,2}\/[^'"]*?)\.(ts|tsx|mts)(['"])/g
 
 export function rewriteDeclarationSpecifiers(text: string): string {
-  return text.replace(TS_SPECIFIER, '$1$2.js$3')
+  return text.replace(TS_SPECIFIER, (_, head: string, path: string, ext: string, quote: string) => `${head}${path}.${ext === 'mts' ? 'mjs' : 'js'}${quote}`)
 }
 
 function compile(): void {
