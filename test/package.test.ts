@@ -76,7 +76,7 @@ async function ok(command: string, args: string[], options: { cwd: string; timeo
   return result.stdout
 }
 
-/** Sum of file sizes under dir (what the files weigh, not the blocks they occupy). */
+/** Sum of file sizes under dir (what the files weigh, not the blocks they occupy: see du). */
 function treeBytes(dir: string): number {
   let total = 0
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
@@ -199,13 +199,16 @@ describe('the npm package installed from its tarball', { skip: redisBin.skip }, 
     }
   })
 
-  it('installs into an empty Express app in at most 10 MB, without ioredis, the AWS SDK, esbuild or tsx', () => {
+  it('installs into an empty Express app in at most 10 MB, without ioredis, the AWS SDK, esbuild or tsx', async () => {
     const modules = join(app, 'node_modules')
     const bytes = treeBytes(modules)
-    console.log(`npm install wsds express: node_modules holds ${(bytes / 1024 / 1024).toFixed(2)} MB (${bytes} bytes)`)
-    assert.ok(bytes <= INSTALL_BUDGET_BYTES, `node_modules is ${bytes} bytes, over ${INSTALL_BUDGET_BYTES}`)
+    // Disk usage as `du` counts it (whole blocks), the measure of the 57 MB this replaced.
+    const disk = Number((await ok('du', ['-sk', modules], { cwd: app })).split('\t')[0]) * 1024
+    const mb = (n: number) => (n / 1024 / 1024).toFixed(2)
+    console.log(`npm install wsds express: node_modules uses ${mb(disk)} MB on disk (du), ${mb(bytes)} MB of file contents`)
+    assert.ok(disk <= INSTALL_BUDGET_BYTES, `node_modules uses ${disk} bytes on disk, over ${INSTALL_BUDGET_BYTES}`)
     const top = readdirSync(modules)
-    for (const absent of ['ioredis', '@aws-sdk', 'esbuild', 'tsx', 'pino-pretty', 'typescript']) assert.ok(!top.includes(absent), `${absent} was installed`)
+    for (const absent of ['ioredis', '@aws-sdk', 'esbuild', 'tsx', 'pino-pretty', 'typescript', 'prom-client']) assert.ok(!top.includes(absent), `${absent} was installed`)
   })
 
   it('wsds serve with a Redis store but without ioredis says to install ioredis and exits 2', async () => {
