@@ -1,12 +1,18 @@
-/** Every subpath in package.json "exports" resolves through the package's own name and exports something. */
+/**
+ * Every subpath in package.json "exports" resolves through the package's own name (so to
+ * the built dist/: `npm test` builds first) and exports something.
+ */
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { name: string; exports: Record<string, string> }
+type ExportEntry = string | { types: string; import: string; default: string }
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { name: string; exports: Record<string, ExportEntry> }
 
 describe('package exports', () => {
-  for (const [subpath, file] of Object.entries(pkg.exports)) {
+  for (const [subpath, entry] of Object.entries(pkg.exports)) {
+    if (typeof entry === 'string') continue // ./package.json
+    const file = entry.import
     const specifier = subpath === '.' ? pkg.name : `${pkg.name}/${subpath.slice(2)}`
     it(`${specifier} loads ${file} and has named exports`, async () => {
       const mod = (await import(specifier)) as Record<string, unknown>

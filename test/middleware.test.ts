@@ -27,7 +27,7 @@ import { wsds as fastifyWsds, type WsdsFastifyOptions } from '../src/middleware/
 import { wsds as honoWsds, type WsdsEnv, type WsdsHonoOptions } from '../src/middleware/hono.ts'
 import { attachGateway, type Gateway } from '../src/gateway/gateway.ts'
 import type { OpenStoreModule, WsdsHandle } from '../src/middleware/shared.ts'
-import * as openStoreModule from '../src/server/open-store.ts'
+import * as openStoreModule from '../src/stores/open-store.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
 import { connectRedis, createRedisStore } from '../src/stores/redis.ts'
 import { eventually } from './contracts/protocol-suite.ts'
@@ -677,11 +677,16 @@ describe('package exports', () => {
   for (const name of ['express', 'fastify', 'hono']) {
     it(`resolves wsds/${name} to the middleware, with ${name} an optional peer dependency`, async () => {
       const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
-        exports: Record<string, string>
+        exports: Record<string, { types: string; import: string; default: string }>
         peerDependencies: Record<string, string>
         peerDependenciesMeta: Record<string, { optional?: boolean }>
       }
-      assert.equal(pkg.exports[`./${name}`], `./src/middleware/${name}.ts`)
+      // The built file (npm test builds first; docs/packaging.md).
+      assert.deepEqual(pkg.exports[`./${name}`], {
+        types: `./dist/middleware/${name}.d.ts`,
+        import: `./dist/middleware/${name}.js`,
+        default: `./dist/middleware/${name}.js`,
+      })
       assert.ok(pkg.peerDependencies[name], `${name} in peerDependencies`)
       assert.equal(pkg.peerDependenciesMeta[name]?.optional, true)
       // The package's own name resolves through "exports", as it will for an app.

@@ -2,6 +2,7 @@
  * `wsds serve [flags]` runs the gateway; `wsds keys generate [--count N] [--id ID]` prints
  * a new key set. Bad configuration exits 2 with one line saying which setting is wrong.
  */
+import { createRequire } from 'node:module'
 import { pino } from 'pino'
 import { isWsdsError } from '../core/errors.ts'
 import { generateKeySet } from '../core/keyset.ts'
@@ -19,6 +20,15 @@ const USAGE = `usage:
 serve options (environment variable in brackets):
 ${SETTINGS.map((s) => `  ${(s.flag + ' <value>').padEnd(30)} ${s.help} [${s.env}]`).join('\n')}
 `
+
+function canResolve(pkg: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(pkg)
+    return true
+  } catch {
+    return false
+  }
+}
 
 function fail(message: string): never {
   process.stderr.write(`wsds: ${message}\n`)
@@ -50,8 +60,9 @@ async function serve(args: string[]): Promise<void> {
     return
   }
   const config = loadConfig(process.env, args)
-  // JSON lines for machines; pino-pretty only when a person is watching the terminal.
-  const logger = process.stdout.isTTY
+  // JSON lines for machines; pino-pretty only when a person is watching the terminal and it
+  // is installed (an optional peer dependency: docs/packaging.md).
+  const logger = process.stdout.isTTY && canResolve('pino-pretty')
     ? pino({ level: config.logLevel, base: undefined }, pino.transport({ target: 'pino-pretty', options: { colorize: true } }))
     : pino({ level: config.logLevel, base: undefined })
   // Loaded here, not at the top: `wsds rechallenge` and `keys` need none of the server.

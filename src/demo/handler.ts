@@ -6,7 +6,6 @@
 import { readFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { fileURLToPath } from 'node:url'
-import { build } from 'esbuild'
 
 export interface DemoOptions {
   /** Key set the page is "built" with; its keys are served to anyone who loads the page. */
@@ -21,6 +20,44 @@ export type DemoHandler = (req: IncomingMessage, res: ServerResponse) => boolean
 // else on the page is inline, so scripts and styles stay locked to the page's own origin.
 export const DEMO_CSP = "default-src 'self'; script-src 'self' 'unsafe-eval'; connect-src 'self' ws: wss:; style-src 'self'"
 
+/** The demo app as one browser script, written next to the compiled handler by `npm run build` (scripts/build.ts). */
+export const DEMO_BUNDLE_FILE = 'app.bundle.js'
+
+/**
+ * Bundles src/demo/app.ts with esbuild. esbuild is a devDependency: only the build and a
+ * gateway run from the repository's sources call this, never the installed package.
+ */
+export async function bundleDemoApp(entry: string = fileURLToPath(new URL('./app.ts', import.meta.url))): Promise<Buffer> {
+  let esbuild: typeof import('esbuild')
+  try {
+    esbuild = await import('esbuild')
+  } catch (cause) {
+    throw new Error(`the demo bundle ${DEMO_BUNDLE_FILE} is missing and esbuild is not installed to build it: run npm run build`, { cause })
+  }
+  const bundle = await esbuild.build({
+    entryPoints: [entry],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    target: 'es2020',
+    minify: true,
+    logLevel: 'silent',
+  })
+  const js = bundle.outputFiles[0]
+  if (!js) throw new Error('esbuild produced no output for the demo app')
+  return Buffer.from(js.contents)
+}
+
+/** The prebuilt bundle when there is one (the package), else a fresh one (the repository's sources). */
+async function loadDemoBundle(): Promise<Buffer> {
+  try {
+    return await readFile(new URL(`./${DEMO_BUNDLE_FILE}`, import.meta.url))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  return bundleDemoApp()
+}
+
 interface Asset {
   body: Buffer
   headers: Record<string, string>
@@ -32,21 +69,7 @@ export async function createDemoHandler(options: DemoOptions): Promise<DemoHandl
   const { id, keys } = options.keySet
   const here = (file: string) => new URL(file, import.meta.url)
 
-  const [html, css, bundle] = await Promise.all([
-    readFile(here('./index.html')),
-    readFile(here('./style.css')),
-    build({
-      entryPoints: [fileURLToPath(here('./app.ts'))],
-      bundle: true,
-      write: false,
-      format: 'esm',
-      target: 'es2020',
-      minify: true,
-      logLevel: 'silent',
-    }),
-  ])
-  const js = bundle.outputFiles[0]
-  if (!js) throw new Error('esbuild produced no output for the demo app')
+  const [html, css, js] = await Promise.all([readFile(here('./index.html')), readFile(here('./style.css')), loadDemoBundle()])
 
   const common = { 'x-content-type-options': 'nosniff' }
   const assets = new Map<string, Asset>()
@@ -57,7 +80,7 @@ export async function createDemoHandler(options: DemoOptions): Promise<DemoHandl
   assets.set('/', page)
   assets.set('/index.html', page)
   assets.set('/demo/app.js', {
-    body: Buffer.from(js.contents),
+    body: js,
     headers: { ...common, 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' },
   })
   assets.set('/demo/style.css', {

@@ -2,7 +2,7 @@
  * What the framework middleware have in common: options in, a Front out (core/front.ts
  * decides; adapters only read the request and write the answer). Web APIs only, statically:
  * the Hono adapter imports this on runtimes without node:*. A `storeUrl` is opened through
- * the server's `openStore`, loaded on demand, so only apps that ask for one load ioredis.
+ * stores/open-store.ts's `openStore`, loaded on demand, so only apps that ask for one load ioredis.
  */
 import { CONNECTION_ID_HEADER, type AccessRequest } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
@@ -123,7 +123,7 @@ export function labelNodeHeaders(headers: Record<string, string | string[] | und
 
 // RFC 9110 token: what a header field name may be.
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const STORE_URL_RE = /^(redis|rediss|dynamodb):\/\//
+const STORE_URL_RE = /^(redis|rediss|redis-sentinel|redis-cluster|dynamodb):\/\//
 const KNOWN = new Set(['store', 'storeUrl', 'storePrefix', 'cacheTtlMs', 'header', 'mode', 'bindingWindowMs', 'idRateLimit', 'onReject'])
 
 const bad = (option: string, value: unknown, why: string): never => {
@@ -226,12 +226,21 @@ function storeOpenedLater(opening: Promise<Store>): Store {
   }
 }
 
-// Computed, so bundlers for edge runtimes (where a storeUrl cannot work) leave it alone
-// instead of pulling ioredis and node:* into a Hono app that passes its own store.
-const OPEN_STORE_MODULE = '../server/open-store.ts'
+/**
+ * stores/open-store.ts, next to this file's own extension: `.ts` when run from the
+ * repository's sources, `.js` in the installed package's dist/. Computed, so bundlers for
+ * edge runtimes (where a storeUrl cannot work) leave it alone instead of pulling ioredis and
+ * node:* into a Hono app that passes its own store.
+ */
+function openStoreModuleUrl(): string {
+  const here = import.meta.url
+  const path = `../stores/open-store${here.endsWith('.ts') ? '.ts' : '.js'}`
+  // Both arguments are variables: bundlers treat `new URL('literal', import.meta.url)` as an asset.
+  return new URL(path, here).href
+}
 
 /**
- * The part of server/open-store.ts used here, declared rather than imported so the Hono
+ * The part of stores/open-store.ts used here, declared rather than imported so the Hono
  * adapter's types stay free of Node's (test/middleware.test.ts checks the two agree).
  */
 export interface OpenStoreModule {
@@ -239,7 +248,7 @@ export interface OpenStoreModule {
 }
 
 async function openStoreUrl(url: string, prefix: string): Promise<Store> {
-  const specifier = OPEN_STORE_MODULE
+  const specifier = openStoreModuleUrl()
   const { openStore } = (await import(/* webpackIgnore: true */ /* @vite-ignore */ specifier)) as OpenStoreModule
   const opened = await openStore({ store: url, storePrefix: prefix, rateLimit: null })
   return opened.store

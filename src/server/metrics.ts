@@ -1,8 +1,9 @@
 /**
  * Prometheus exposition. The hot paths count in plain integers (gateway stats, auth stats);
- * `collect` callbacks copy them into prom-client only when /metrics is scraped.
+ * `collect` callbacks copy them into the registry (server/prometheus.ts, prom-client's API)
+ * only when /metrics is scraped.
  */
-import { Counter, Gauge, Registry } from 'prom-client'
+import { Counter, Gauge, Registry } from './prometheus.ts'
 import type { DurationHistogram } from '../core/histogram.ts'
 import type { Authenticator } from '../core/authenticator.ts'
 import type { Front } from '../core/front.ts'
