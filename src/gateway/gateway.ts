@@ -320,13 +320,27 @@ export function createGateway(options: GatewayOptions): Gateway {
         conn.ws.close(action.code, action.reason)
         break
       case 'timer':
-        if (conn.timer !== null) clearTimeout(conn.timer)
-        conn.timer = action.at === null ? null : setTimeout(() => {
-          conn.timer = null
-          dispatch(conn, { type: 'deadline' })
-        }, Math.max(0, action.at - now()))
+        armDeadline(conn, action.at)
         break
     }
+  }
+
+  /**
+   * Arms the deadline timer for epoch ms `at` (null clears it). Node counts timers from its
+   * cached loop time, so under load a timer can fire a few ms before `now()` reaches `at`;
+   * the lifecycle then (rightly) ignores the `deadline`, so an early timer re-arms for the
+   * time left instead of leaving the socket without a deadline.
+   */
+  function armDeadline(conn: Conn, at: number | null): void {
+    if (conn.timer !== null) clearTimeout(conn.timer)
+    conn.timer = null
+    if (at === null) return
+    conn.timer = setTimeout(() => {
+      conn.timer = null
+      if (conn.state.phase === 'closed') return
+      if (now() < at) return armDeadline(conn, at)
+      dispatch(conn, { type: 'deadline' })
+    }, Math.max(1, at - now()))
   }
 
   /** Writes the verified record, then sends what follows (`verified`), replaying any backlog. */
