@@ -118,6 +118,42 @@ export function refuseUpgrade(socket: Duplex, status: number, error: string): vo
   socket.destroy()
 }
 
+/** Longest client-supplied value written to a log line, characters. */
+export const MAX_LOG_VALUE = 200
+/** Refused-upgrade log lines: a burst of 20, then 5 per second; the rest are counted. */
+const REFUSAL_LOG_BURST = 20
+const REFUSAL_LOGS_PER_SECOND = 5
+
+/** A client-supplied value as a log field: cut to MAX_LOG_VALUE characters. */
+export function logValue(value: string): string {
+  return value.length > MAX_LOG_VALUE ? `${value.slice(0, MAX_LOG_VALUE)}...(${value.length} chars)` : value
+}
+
+/**
+ * A token bucket for log lines. `take()` gives null when the line is to be dropped, else
+ * how many were dropped since the last line written (so the gap shows in the log).
+ */
+export function createLogBudget(burst: number, perSecond: number, now: () => number): { take(): number | null } {
+  let tokens = burst
+  let at = now()
+  let dropped = 0
+  return {
+    take() {
+      const t = now()
+      tokens = Math.min(burst, tokens + ((t - at) * perSecond) / 1000)
+      at = t
+      if (tokens < 1) {
+        dropped++
+        return null
+      }
+      tokens--
+      const gap = dropped
+      dropped = 0
+      return gap
+    },
+  }
+}
+
 /** A log-safe stand-in for a connection id: enough to correlate lines, useless to replay. */
 export function shortHash(id: string): string {
   return createHash('sha256').update(id).digest('base64url').slice(0, 10)
@@ -127,7 +163,9 @@ export function clientAddress(req: IncomingMessage, trustProxy: boolean): string
   if (trustProxy) {
     const xff = req.headers['x-forwarded-for']
     const first = (Array.isArray(xff) ? xff[0] : xff)?.split(',')[0]?.trim()
-    if (first) return first
+    // An address is at most 45 characters; a longer "first hop" is a client's invention and
+    // must not become a huge rate-limiter key.
+    if (first) return first.slice(0, 64)
   }
   return req.socket.remoteAddress ?? 'unknown'
 }
@@ -163,12 +201,18 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs })
 
+  const refusalLog = createLogBudget(REFUSAL_LOG_BURST, REFUSAL_LOGS_PER_SECOND, now)
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
-    // A store outage is logged once by the server when the store reports it, not per upgrade.
-    if (reason === 'store-unavailable') logger?.debug?.({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
-    else logger?.warn({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
     refuseUpgrade(socket, status, reason)
+    // A rate-limited caller is counted, not logged per attempt; a store outage is logged
+    // once by the server when the store reports it. The rest share a log budget, so a flood
+    // of refused upgrades cannot fill the disk.
+    if (reason === 'rate-limit') return
+    if (reason === 'store-unavailable') return logger?.debug?.({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
+    const suppressed = refusalLog.take()
+    if (suppressed === null) return
+    logger?.warn({ event: 'upgrade-refused', reason, status, ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, 'upgrade refused')
   }
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
@@ -177,28 +221,30 @@ export function createGateway(options: GatewayOptions): Gateway {
     if ((q === -1 ? url : url.slice(0, q)) !== path) return false
     const remote = clientAddress(req, trustProxy)
     if (closing) {
-      refuse(socket, 503, 'shutting-down', { remote })
+      refuse(socket, 503, 'shutting-down', { remote: logValue(remote) })
       return true
     }
-    const origin = req.headers.origin
-    const hostname = origins.check(origin)
-    if (hostname === null || origin === undefined) {
-      refuse(socket, 403, 'origin', { remote, origin: origin ?? null })
-      return true
+    // The rate limiter decides first, so a flood of refused upgrades is refused (429)
+    // without being looked at, let alone logged.
+    const checkOrigin = () => {
+      const origin = req.headers.origin
+      const hostname = origins.check(origin)
+      if (hostname === null || origin === undefined) refuse(socket, 403, 'origin', { remote: logValue(remote), origin: origin === undefined ? null : logValue(origin) })
+      else admit(req, socket, head, origin, hostname, remote)
     }
     if (rateLimiter === null) {
-      admit(req, socket, head, origin, hostname, remote)
+      checkOrigin()
       return true
     }
     const allowed = rateLimiter.take(remote)
-    if (allowed === true) admit(req, socket, head, origin, hostname, remote)
+    if (allowed === true) checkOrigin()
     else if (allowed === false) refuse(socket, 429, 'rate-limit', { remote })
     else {
       allowed.then(
-        (ok) => (ok ? admit(req, socket, head, origin, hostname, remote) : refuse(socket, 429, 'rate-limit', { remote })),
+        (ok) => (ok ? checkOrigin() : refuse(socket, 429, 'rate-limit', { remote })),
         // A shared limiter that cannot be reached does not decide; the store check that
         // follows refuses the upgrade if the shared store is down too.
-        () => admit(req, socket, head, origin, hostname, remote),
+        () => checkOrigin(),
       )
     }
     return true
@@ -246,7 +292,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!spend(conn)) {
         stats.rateLimitedSockets++
-        logger?.warn({ event: 'rejected', reason: 'message-rate', remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
+        logger?.warn({ event: 'rejected', reason: 'message-rate', remote: logValue(conn.remote), conn: shortHash(conn.record.connectionId) }, 'connection rejected')
         conn.state = { ...conn.state, phase: 'closed' }
         conn.ws.close(CloseCode.rateLimited, 'too many messages')
         return
@@ -290,7 +336,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       stats.outcomes[result.outcome]++
       if (result.outcome !== 'verified') {
         // One line per rejection; the id only as a short hash, never the token or answer.
-        logger?.warn({ event: 'rejected', reason: result.outcome, remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
+        logger?.warn({ event: 'rejected', reason: result.outcome, remote: logValue(conn.remote), conn: shortHash(conn.record.connectionId) }, 'connection rejected')
       }
     }
     const actions = result.actions

@@ -8,8 +8,10 @@
  *   app.get('/api/me', (req, res) => res.json(req.wsds))
  */
 import type { NextFunction, Request, Response } from 'express'
-import { connectionIdOf, sendRefusal } from '../proxy/http-auth.ts'
+import { connectionIdOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import {
+  BAD_PATH_BODY,
+  refusesTarget,
   connectionOf,
   createGuard,
   handleOf,
@@ -77,6 +79,10 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   // A cached admission is answered without a promise: Express 5 would otherwise attach
   // handlers to the one an async middleware returns, on every request.
   function middleware(req: Request, res: Response, next: NextFunction): void | Promise<void> {
+    if (refusesTarget(req.originalUrl)) {
+      req.resume()
+      return sendJson(res, 400, BAD_PATH_BODY)
+    }
     const connectionId = connectionIdOf(req, guard.header)
     const cached = guard.decideCached(connectionId)
     if (cached !== undefined) return pass(req, cached, next)

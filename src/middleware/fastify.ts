@@ -12,6 +12,9 @@
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import {
+  BAD_PATH_BODY,
+  BAD_PATH_HEADERS,
+  refusesTarget,
   connectionOf,
   createGuard,
   firstValue,
@@ -75,6 +78,10 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   // Callback style, so a cached admission goes on without a promise (an async hook costs
   // Fastify a promise and its resolution on every request); anything else is async.
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+    if (refusesTarget(request.raw.url)) {
+      void reply.code(400).headers(BAD_PATH_HEADERS).send(BAD_PATH_BODY)
+      return
+    }
     const connectionId = firstValue(request.headers[guard.header])
     const cached = guard.decideCached(connectionId)
     if (cached !== undefined) {

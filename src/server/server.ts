@@ -15,9 +15,11 @@ import type { Store } from '../core/store.ts'
 import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
-import { constantTimeEqual } from '../core/encoding.ts'
+import { constantTimeEqual, toHex } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
-import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { FORWARDED_URI_HEADER } from '../core/access.ts'
+import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
+import { connectionIdOf, decideRequest, headerOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -52,6 +54,12 @@ export interface StartOptions {
 }
 
 const API_PREFIX = '/api'
+/** How long a client may take to send its request headers, ms. */
+export const HEADERS_TIMEOUT_MS = 10_000
+/** How long a client may take to send a whole request, ms. */
+export const REQUEST_TIMEOUT_MS = 300_000
+/** How often Node looks for connections over those timeouts, ms. */
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000
 const WS_PATH = '/wsds'
 
 function pathOf(url: string): string {
@@ -70,7 +78,17 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       'WSDS_KEYS_FILE is not set: generated an ephemeral key set for this process; only the demo page served here has it',
     )
   }
-  const keyRing = createKeyRing(keySets)
+  // The demo page serves its key set to anyone who asks (/demo/config.json). Keys loaded from
+  // WSDS_KEYS_FILE are the app's real ones, so the demo never gets those: it runs on an
+  // ephemeral set of its own, which this node accepts as well.
+  const demoKeySet = config.demo && config.keySets.length > 0 ? generateKeySet(random, { id: `demo-${toHex(random.bytes(6))}` }) : null
+  if (demoKeySet !== null) {
+    logger.warn(
+      { event: 'demo-with-keys-file', keySet: demoKeySet.id },
+      'WSDS_DEMO is on with WSDS_KEYS_FILE: the demo page serves an ephemeral key set of its own, and this node accepts it, so anyone can verify through it; do not run the demo on a production gateway',
+    )
+  }
+  const keyRing = createKeyRing(demoKeySet === null ? keySets : [...keySets, demoKeySet])
   const opened =
     options.store === undefined
       ? await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
@@ -87,7 +105,14 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   })
   const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
   const front = createFront({ authenticator, mode: config.mode })
-  const server = createServer()
+  // A client that trickles its request (or upgrade) headers is cut off after 10 s, not the
+  // ~90 s that Node's defaults allow (headersTimeout 60 s, checked every 30 s); a whole
+  // request gets 5 minutes. Node answers 408 and closes.
+  const server = createServer({
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+  })
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
   const gateway = attachGateway(server, {
@@ -104,9 +129,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     logger,
   })
   const registry = createMetricsRegistry({ gateway, authenticator, front })
-  const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
+  const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX, trustProxy: config.trustProxy })
   const demo = config.demo
-    ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: WS_PATH }))
+    ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: demoKeySet ?? keyRing.current, wsPath: WS_PATH }))
     : null
 
   async function authorize(req: IncomingMessage, res: ServerResponse, forwarded: boolean, onPass: (headers: Record<string, string>) => void) {
@@ -157,7 +182,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         })
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const path = pathOf(req.url ?? '/')
+    // One canonical target before routing, policy and signatures (src/core/target.ts); behind
+    // forward auth the target that matters is the proxy's original one.
+    const target = req.url ?? ''
+    const path = pathOf(target)
+    const forwardedUri = path === config.authPath ? headerOf(req, FORWARDED_URI_HEADER) : undefined
+    if (!checkTarget(target).ok || (forwardedUri !== undefined && !checkTarget(forwardedUri).ok)) {
+      req.resume()
+      return sendJson(res, 400, BAD_PATH_BODY)
+    }
     // The hot path, a protected request whose id is cached, runs without a promise.
     const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
     if (isApi || path === config.authPath) {
@@ -221,6 +254,13 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
     const hostName = config.host.includes(':') ? `[${config.host}]` : config.host
     metricsUrl = `http://${hostName}:${(metricsServer.address() as AddressInfo).port}${config.metricsPath}`
+  }
+  const loopback = config.host === 'localhost' || config.host === '::1' || config.host.startsWith('127.')
+  if (config.metricsToken === null && !loopback) {
+    logger.warn(
+      { event: 'metrics-without-token', host: config.host, port: config.metricsPort ?? port, path: config.metricsPath },
+      'metrics are served on a non-loopback address without WSDS_METRICS_TOKEN: anyone who reaches it can read them; set a token, or WSDS_METRICS_PORT with a private HOST',
+    )
   }
   const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${hostForUrl}:${port}`
