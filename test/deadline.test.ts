@@ -29,7 +29,7 @@ describe('deadline checked on arrival (lifecycle)', () => {
   const ctx = (now: number): LifecycleContext => ({ now, keyRing, random, timeoutMs: TIMEOUT })
   const open = (): ConnectionState => openConnection({ connectionId: 'c'.repeat(22), origin: `http://${HOST}`, hostname: HOST, now: T0, timeoutMs: TIMEOUT }).state
   const challengeIn = (actions: { type: string; message?: { type: string } }[]): ChallengeMessage =>
-    (actions.find((a) => a.type === 'send' && a.message?.type === 'challenge') as { message: ChallengeMessage }).message
+    (actions.find((a) => a.type === 'send' && a.message?.type === 'challenge') as unknown as { message: ChallengeMessage }).message
 
   it('refuses a correct answer that arrives at the deadline, before any deadline event, with timeout 4408', () => {
     const hello = transition(open(), { type: 'text', text: '{"action":"hello","v":1}' }, ctx(T0))

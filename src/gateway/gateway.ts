@@ -154,6 +154,16 @@ export function createLogBudget(burst: number, perSecond: number, now: () => num
   }
 }
 
+/**
+ * ws closes a message of too many fragments (or buffered chunks) with 1008 before it tells
+ * us why; PROTOCOL.md's close code table has no 1008: a message that never ends is a message
+ * over the size limit, 1009. The gateway itself never closes with 1008.
+ */
+function closeOversizedWith1009(ws: WebSocket): void {
+  const close = ws.close.bind(ws)
+  ws.close = (code?: number, reason?: string | Buffer) => close(code === 1008 ? 1009 : code, reason)
+}
+
 /** A log-safe stand-in for a connection id: enough to correlate lines, useless to replay. */
 export function shortHash(id: string): string {
   return createHash('sha256').update(id).digest('base64url').slice(0, 10)
@@ -279,6 +289,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string): void {
     stats.upgradesAccepted++
+    closeOversizedWith1009(ws)
     const opened = openConnection({
       connectionId: record.connectionId,
       origin: record.origin,
@@ -302,7 +313,9 @@ export function createGateway(options: GatewayOptions): Gateway {
     // ws reports oversized frames (it closes with 1009 itself) and protocol errors here;
     // without a listener they would crash the process.
     ws.on('error', (err: Error & { code?: string }) => {
-      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversizedFrames++
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' || err.code === 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH' || err.code === 'WS_ERR_TOO_MANY_BUFFERED_PARTS') {
+        stats.oversizedFrames++
+      }
     })
     ws.on('pong', () => ((ws as WebSocket & { wsdsAlive?: boolean }).wsdsAlive = true))
     ws.on('close', () => onClose(conn))

@@ -67,6 +67,16 @@ function pathOf(url: string): string {
   return q === -1 ? url : url.slice(0, q)
 }
 
+/**
+ * Whether /metrics answers anyone who can reach a non-loopback listener: no token, and the
+ * gateway (whose port, or the metrics' own, is on HOST) listens beyond loopback.
+ */
+export function metricsExposedWithoutToken(config: Pick<ServerConfig, 'host' | 'metricsToken'>): boolean {
+  const host = config.host.toLowerCase()
+  const loopback = host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
+  return config.metricsToken === null && !loopback
+}
+
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: undefined })
   const random = createRandomPool()
@@ -203,8 +213,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       else res.destroy()
     })
   })
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+  server.on('clientError', (err: Error & { code?: string }, socket) => {
+    // Headers or a request that took too long (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS): 408.
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`)
     else socket.destroy()
   })
 
@@ -255,8 +267,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     const hostName = config.host.includes(':') ? `[${config.host}]` : config.host
     metricsUrl = `http://${hostName}:${(metricsServer.address() as AddressInfo).port}${config.metricsPath}`
   }
-  const loopback = config.host === 'localhost' || config.host === '::1' || config.host.startsWith('127.')
-  if (config.metricsToken === null && !loopback) {
+  if (metricsExposedWithoutToken(config)) {
     logger.warn(
       { event: 'metrics-without-token', host: config.host, port: config.metricsPort ?? port, path: config.metricsPath },
       'metrics are served on a non-loopback address without WSDS_METRICS_TOKEN: anyone who reaches it can read them; set a token, or WSDS_METRICS_PORT with a private HOST',
