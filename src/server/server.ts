@@ -16,8 +16,8 @@ import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual, toHex } from '../core/encoding.ts'
-import { createFront, type Front } from '../core/front.ts'
-import { FORWARDED_URI_HEADER } from '../core/access.ts'
+import { CONNECTION_ID_RESPONSE_HEADER, createFront, type Front } from '../core/front.ts'
+import { CONNECTION_ID_HEADER, FORWARDED_URI_HEADER } from '../core/access.ts'
 import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
 import { connectionIdOf, decideRequest, headerOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
@@ -156,7 +156,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     handleGreeting(req, res)
   }
   const passAuth = (res: ServerResponse) => (headers: Record<string, string>) => {
-    res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
+    // `connectionId` too, set to the verified id: a proxy that copies it onto the request
+    // (Traefik's authResponseHeaders) replaces whatever the client sent under that name.
+    const id = headers[CONNECTION_ID_RESPONSE_HEADER]
+    res.writeHead(204, id === undefined ? { ...headers, 'cache-control': 'no-store' } : { ...headers, [CONNECTION_ID_HEADER]: id, 'cache-control': 'no-store' })
     res.end()
   }
 
