@@ -28,42 +28,57 @@ export type TargetCheck = { ok: true; path: string; query: string } | { ok: fals
 /** Longest target accepted, characters (Node's default header limit is 16 KiB in all). */
 export const MAX_TARGET_LENGTH = 8192
 
-const HEX = /^[0-9A-Fa-f]{2}$/
+const DOT_SEGMENTS = new Set(['.', '..', '%2e', '.%2e', '%2e.', '%2e%2e'])
+
+const isHex = (c: number): boolean => (c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66)
+
+/** Whether target[start, end) is a dot segment, in any spelling (`.`, `..`, `%2E`, `.%2e`...). */
+function isDotSegment(target: string, start: number, end: number): boolean {
+  const n = end - start
+  if (n === 0 || n === 5 || n > 6) return false
+  return DOT_SEGMENTS.has(target.slice(start, end).toLowerCase())
+}
 
 /**
  * Checks a request-target as sent (`/api/greeting?who=Ada`). `path` is the part before `?`
- * and `query` the part after it (without `?`, '' when none), both untouched.
+ * and `query` the part after it (without `?`, '' when none), both untouched. One pass over
+ * the characters: it runs on every request of every front.
  */
 export function checkTarget(target: string): TargetCheck {
-  if (target.length === 0 || target.charCodeAt(0) !== 0x2f /* / */ || target.startsWith('//')) return { ok: false, reason: 'not-origin-form' }
-  if (target.length > MAX_TARGET_LENGTH) return { ok: false, reason: 'too-long' }
-  const q = target.indexOf('?')
-  const path = q === -1 ? target : target.slice(0, q)
-  const query = q === -1 ? '' : target.slice(q + 1)
-  for (let i = 0; i < target.length; i++) {
+  const length = target.length
+  if (length === 0 || target.charCodeAt(0) !== 0x2f /* / */ || (length > 1 && target.charCodeAt(1) === 0x2f)) return { ok: false, reason: 'not-origin-form' }
+  if (length > MAX_TARGET_LENGTH) return { ok: false, reason: 'too-long' }
+  let inPath = true
+  let pathEnd = length
+  let segmentStart = 1
+  for (let i = 1; i < length; i++) {
     const c = target.charCodeAt(i)
     // Browsers percent-encode all of these; only a hand-made request sends them raw.
     if (c <= 0x20 || c >= 0x7f || c === 0x23 /* # */) return { ok: false, reason: 'bad-character' }
-    if (c === 0x5c /* \ */ && (q === -1 || i < q)) return { ok: false, reason: 'encoded-separator' }
     if (c === 0x25 /* % */) {
-      const hex = target.slice(i + 1, i + 3)
-      if (!HEX.test(hex)) return { ok: false, reason: 'bad-percent-encoding' }
-      const byte = parseInt(hex, 16)
+      const h1 = i + 1 < length ? target.charCodeAt(i + 1) : -1
+      const h2 = i + 2 < length ? target.charCodeAt(i + 2) : -1
+      if (!isHex(h1) || !isHex(h2)) return { ok: false, reason: 'bad-percent-encoding' }
+      const byte = parseInt(target.slice(i + 1, i + 3), 16)
       if (byte < 0x20 || byte === 0x7f) return { ok: false, reason: 'bad-percent-encoding' }
-      if ((byte === 0x2f || byte === 0x5c) && (q === -1 || i < q)) return { ok: false, reason: 'encoded-separator' }
+      if (inPath && (byte === 0x2f || byte === 0x5c)) return { ok: false, reason: 'encoded-separator' }
+      i += 2
+      continue
+    }
+    if (!inPath) continue
+    if (c === 0x5c /* \ */) return { ok: false, reason: 'encoded-separator' }
+    if (c === 0x2f /* / */ || c === 0x3f /* ? */) {
+      if (isDotSegment(target, segmentStart, i)) return { ok: false, reason: 'dot-segment' }
+      if (c === 0x2f && i === segmentStart) return { ok: false, reason: 'empty-segment' }
+      segmentStart = i + 1
+      if (c === 0x3f) {
+        inPath = false
+        pathEnd = i
+      }
     }
   }
-  const segments = path.split('/')
-  for (let i = 1; i < segments.length; i++) {
-    const segment = segments[i]!
-    // The last segment may be empty: `/api/` is a path of its own, not an oddity.
-    if (segment === '' && i < segments.length - 1) return { ok: false, reason: 'empty-segment' }
-    if (segment.length <= 6) {
-      const decoded = segment.replace(/%2e/gi, '.')
-      if (decoded === '.' || decoded === '..') return { ok: false, reason: 'dot-segment' }
-    }
-  }
-  return { ok: true, path, query }
+  if (inPath && isDotSegment(target, segmentStart, length)) return { ok: false, reason: 'dot-segment' }
+  return pathEnd === length ? { ok: true, path: target, query: '' } : { ok: true, path: target.slice(0, pathEnd), query: target.slice(pathEnd + 1) }
 }
 
 /** The body every front answers a refused target with (status 400). */
