@@ -374,7 +374,7 @@ describe('when the auth check is answered by something that is not the gateway',
 describe('proxy templates', () => {
   it('use exactly the placeholders the tests fill', () => {
     for (const path of [NGINX_TEMPLATE, CADDY_TEMPLATE]) {
-      assert.deepEqual(placeholdersOf(readFileSync(path, 'utf8')), ['GATEWAY', 'LISTEN_PORT', 'UPSTREAM'], path)
+      assert.deepEqual(placeholdersOf(readFileSync(path, 'utf8')), ['APP', 'GATEWAY', 'LISTEN_PORT', 'UPSTREAM'], path)
     }
   })
 
@@ -564,7 +564,7 @@ describe('Traefik v3 configuration (deploy/traefik, structural: Traefik is not r
     }
   })
 
-  it('forwardAuth asks the gateway at /wsds/auth and copies the three X-WSDS-* headers', () => {
+  it('forwardAuth asks the gateway at /wsds/auth and copies the three X-WSDS-* headers and the verified connectionId', () => {
     const fa = obj(obj(middlewares[forwardAuthName()], 'middleware').forwardAuth, 'forwardAuth')
     onlyKeys(
       fa,
@@ -577,16 +577,18 @@ describe('Traefik v3 configuration (deploy/traefik, structural: Traefik is not r
     assert.notEqual(fa.trustForwardHeader, true, 'X-Forwarded-* from clients are not trusted')
     assert.deepEqual(
       strings(fa.authResponseHeaders, 'authResponseHeaders').map((h) => h.toLowerCase()).sort(),
-      [...WSDS_HEADERS].sort(),
+      ['connectionid', ...WSDS_HEADERS].sort(),
     )
   })
 
-  it('routes /wsds and / to the gateway, /api/ through forward auth (prefix stripped) to the upstream, and /wsds/auth nowhere', () => {
+  it('routes /wsds to the gateway, /api/ through forward auth (prefix stripped) to the upstream, and the rest (metrics, demo, forward auth) away from the gateway', () => {
     const socket = route('/wsds')
     assert.ok(socket)
     const gatewayService = String(obj(routers[socket], 'router').service)
-    for (const path of ['/', '/demo/app.js', '/healthz']) assert.equal(String(obj(routers[route(path)!], 'router').service), gatewayService, path)
-    assert.equal(route('/wsds/auth'), null, 'no router exposes forward auth')
+    for (const path of ['/', '/demo/app.js', '/demo/config.json', '/healthz', '/metrics', '/wsds/auth']) {
+      const name = route(path)
+      if (name !== null) assert.notEqual(String(obj(routers[name], 'router').service), gatewayService, path)
+    }
 
     const apiName = route('/api/greeting')
     assert.ok(apiName)

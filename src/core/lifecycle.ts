@@ -194,6 +194,10 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       if (state.phase !== 'verified' || state.keySetId === null || state.outstanding !== null) return { state, actions: [] }
       return issueChallenge(state, ctx, state.keySetId, ctx.now + ctx.timeoutMs, [], event.powBits)
     case 'text':
+      // Checked on arrival, not only by the timer: a timer that fires late (a loaded event
+      // loop) must not give a solver more time, for the first challenge or a re-challenge
+      // alike (PROTOCOL.md, Sequence 7: `timeout` is "no answer within expiresInMs").
+      if (state.deadlineAt !== null && ctx.now >= state.deadlineAt) return reject(state, 'timeout')
       break
   }
   const parsed = parseClientMessage(event.text)

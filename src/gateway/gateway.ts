@@ -145,6 +145,51 @@ export function refuseUpgrade(socket: Duplex, status: number, error: string): vo
 const oneShotHash = (cryptoModule as { hash?: (alg: string, data: Uint8Array, encoding: 'buffer') => Buffer }).hash
 export const powHash: (data: Uint8Array) => Uint8Array =
   typeof oneShotHash === 'function' ? (data) => oneShotHash('sha256', data, 'buffer') : (data) => createHash('sha256').update(data).digest()
+/** Longest client-supplied value written to a log line, characters. */
+export const MAX_LOG_VALUE = 200
+/** Refused-upgrade log lines: a burst of 20, then 5 per second; the rest are counted. */
+const REFUSAL_LOG_BURST = 20
+const REFUSAL_LOGS_PER_SECOND = 5
+
+/** A client-supplied value as a log field: cut to MAX_LOG_VALUE characters. */
+export function logValue(value: string): string {
+  return value.length > MAX_LOG_VALUE ? `${value.slice(0, MAX_LOG_VALUE)}...(${value.length} chars)` : value
+}
+
+/**
+ * A token bucket for log lines. `take()` gives null when the line is to be dropped, else
+ * how many were dropped since the last line written (so the gap shows in the log).
+ */
+export function createLogBudget(burst: number, perSecond: number, now: () => number): { take(): number | null } {
+  let tokens = burst
+  let at = now()
+  let dropped = 0
+  return {
+    take() {
+      const t = now()
+      tokens = Math.min(burst, tokens + ((t - at) * perSecond) / 1000)
+      at = t
+      if (tokens < 1) {
+        dropped++
+        return null
+      }
+      tokens--
+      const gap = dropped
+      dropped = 0
+      return gap
+    },
+  }
+}
+
+/**
+ * ws closes a message of too many fragments (or buffered chunks) with 1008 before it tells
+ * us why; PROTOCOL.md's close code table has no 1008: a message that never ends is a message
+ * over the size limit, 1009. The gateway itself never closes with 1008.
+ */
+function closeOversizedWith1009(ws: WebSocket): void {
+  const close = ws.close.bind(ws)
+  ws.close = (code?: number, reason?: string | Buffer) => close(code === 1008 ? 1009 : code, reason)
+}
 
 /** A log-safe stand-in for a connection id: enough to correlate lines, useless to replay. */
 export function shortHash(id: string): string {
@@ -155,7 +200,9 @@ export function clientAddress(req: IncomingMessage, trustProxy: boolean): string
   if (trustProxy) {
     const xff = req.headers['x-forwarded-for']
     const first = (Array.isArray(xff) ? xff[0] : xff)?.split(',')[0]?.trim()
-    if (first) return first
+    // An address is at most 45 characters; a longer "first hop" is a client's invention and
+    // must not become a huge rate-limiter key.
+    if (first) return first.slice(0, 64)
   }
   return req.socket.remoteAddress ?? 'unknown'
 }
@@ -225,12 +272,18 @@ export function createGateway(options: GatewayOptions): Gateway {
     return true
   }
 
+  const refusalLog = createLogBudget(REFUSAL_LOG_BURST, REFUSAL_LOGS_PER_SECOND, now)
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
-    // A store outage is logged once by the server when the store reports it, not per upgrade.
-    if (reason === 'store-unavailable') logger?.debug?.({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
-    else logger?.warn({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
     refuseUpgrade(socket, status, reason)
+    // A rate-limited caller is counted, not logged per attempt; a store outage is logged
+    // once by the server when the store reports it. The rest share a log budget, so a flood
+    // of refused upgrades cannot fill the disk.
+    if (reason === 'rate-limit') return
+    if (reason === 'store-unavailable') return logger?.debug?.({ event: 'upgrade-refused', reason, status, ...fields }, 'upgrade refused')
+    const suppressed = refusalLog.take()
+    if (suppressed === null) return
+    logger?.warn({ event: 'upgrade-refused', reason, status, ...fields, ...(suppressed > 0 ? { suppressed } : {}) }, 'upgrade refused')
   }
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
@@ -239,28 +292,30 @@ export function createGateway(options: GatewayOptions): Gateway {
     if ((q === -1 ? url : url.slice(0, q)) !== path) return false
     const remote = clientAddress(req, trustProxy)
     if (closing) {
-      refuse(socket, 503, 'shutting-down', { remote })
+      refuse(socket, 503, 'shutting-down', { remote: logValue(remote) })
       return true
     }
-    const origin = req.headers.origin
-    const hostname = origins.check(origin)
-    if (hostname === null || origin === undefined) {
-      refuse(socket, 403, 'origin', { remote, origin: origin ?? null })
-      return true
+    // The rate limiter decides first, so a flood of refused upgrades is refused (429)
+    // without being looked at, let alone logged.
+    const checkOrigin = () => {
+      const origin = req.headers.origin
+      const hostname = origins.check(origin)
+      if (hostname === null || origin === undefined) refuse(socket, 403, 'origin', { remote: logValue(remote), origin: origin === undefined ? null : logValue(origin) })
+      else admit(req, socket, head, origin, hostname, remote)
     }
     if (rateLimiter === null) {
-      admit(req, socket, head, origin, hostname, remote)
+      checkOrigin()
       return true
     }
     const allowed = rateLimiter.take(remote)
-    if (allowed === true) admit(req, socket, head, origin, hostname, remote)
+    if (allowed === true) checkOrigin()
     else if (allowed === false) refuse(socket, 429, 'rate-limit', { remote })
     else {
       allowed.then(
-        (ok) => (ok ? admit(req, socket, head, origin, hostname, remote) : refuse(socket, 429, 'rate-limit', { remote })),
+        (ok) => (ok ? checkOrigin() : refuse(socket, 429, 'rate-limit', { remote })),
         // A shared limiter that cannot be reached does not decide; the store check that
         // follows refuses the upgrade if the shared store is down too.
-        () => admit(req, socket, head, origin, hostname, remote),
+        () => checkOrigin(),
       )
     }
     return true
@@ -295,6 +350,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string): void {
     stats.upgradesAccepted++
+    closeOversizedWith1009(ws)
     const opened = openConnection({
       connectionId: record.connectionId,
       origin: record.origin,
@@ -310,7 +366,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!spend(conn)) {
         stats.rateLimitedSockets++
-        logger?.warn({ event: 'rejected', reason: 'message-rate', remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
+        logger?.warn({ event: 'rejected', reason: 'message-rate', remote: logValue(conn.remote), conn: shortHash(conn.record.connectionId) }, 'connection rejected')
         conn.state = { ...conn.state, phase: 'closed' }
         conn.ws.close(CloseCode.rateLimited, 'too many messages')
         return
@@ -320,7 +376,9 @@ export function createGateway(options: GatewayOptions): Gateway {
     // ws reports oversized frames (it closes with 1009 itself) and protocol errors here;
     // without a listener they would crash the process.
     ws.on('error', (err: Error & { code?: string }) => {
-      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversizedFrames++
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' || err.code === 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH' || err.code === 'WS_ERR_TOO_MANY_BUFFERED_PARTS') {
+        stats.oversizedFrames++
+      }
     })
     ws.on('pong', () => ((ws as WebSocket & { wsdsAlive?: boolean }).wsdsAlive = true))
     ws.on('close', () => onClose(conn))
@@ -355,7 +413,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       stepUp(conn, result)
       if (result.outcome !== 'verified') {
         // One line per rejection; the id only as a short hash, never the token or answer.
-        logger?.warn({ event: 'rejected', reason: result.outcome, remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
+        logger?.warn({ event: 'rejected', reason: result.outcome, remote: logValue(conn.remote), conn: shortHash(conn.record.connectionId) }, 'connection rejected')
       }
     }
     const actions = result.actions
@@ -405,13 +463,27 @@ export function createGateway(options: GatewayOptions): Gateway {
         conn.ws.close(action.code, action.reason)
         break
       case 'timer':
-        if (conn.timer !== null) clearTimeout(conn.timer)
-        conn.timer = action.at === null ? null : setTimeout(() => {
-          conn.timer = null
-          dispatch(conn, { type: 'deadline' })
-        }, Math.max(0, action.at - now()))
+        armDeadline(conn, action.at)
         break
     }
+  }
+
+  /**
+   * Arms the deadline timer for epoch ms `at` (null clears it). Node counts timers from its
+   * cached loop time, so under load a timer can fire a few ms before `now()` reaches `at`;
+   * the lifecycle then (rightly) ignores the `deadline`, so an early timer re-arms for the
+   * time left instead of leaving the socket without a deadline.
+   */
+  function armDeadline(conn: Conn, at: number | null): void {
+    if (conn.timer !== null) clearTimeout(conn.timer)
+    conn.timer = null
+    if (at === null) return
+    conn.timer = setTimeout(() => {
+      conn.timer = null
+      if (conn.state.phase === 'closed') return
+      if (now() < at) return armDeadline(conn, at)
+      dispatch(conn, { type: 'deadline' })
+    }, Math.max(1, at - now()))
   }
 
   /** Writes the verified record, then sends what follows (`verified`), replaying any backlog. */

@@ -10,8 +10,10 @@
 import type { NextFunction, Request, Response } from 'express'
 import { SIGNATURE_HEADER, type AccessRequest } from '../core/access.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
-import { connectionIdOf, headerOf, sendRefusal } from '../proxy/http-auth.ts'
+import { connectionIdOf, headerOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import {
+  BAD_PATH_BODY,
+  refusesTarget,
   connectionOf,
   createGuard,
   handleOf,
@@ -96,6 +98,10 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   // A cached admission is answered without a promise: Express 5 would otherwise attach
   // handlers to the one an async middleware returns, on every request.
   function middleware(req: Request, res: Response, next: NextFunction): void | Promise<void> {
+    if (refusesTarget(req.originalUrl)) {
+      req.resume()
+      return sendJson(res, 400, BAD_PATH_BODY)
+    }
     const connectionId = connectionIdOf(req, guard.header)
     const cached = guard.decideCached(connectionId, req.headers[SIGNATURE_HEADER] !== undefined ? requestOf(req, connectionId) : undefined)
     if (cached?.pass === true) return pass(req, cached, next)

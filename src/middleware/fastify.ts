@@ -14,6 +14,9 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import { SIGNATURE_HEADER, type AccessRequest } from '../core/access.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
 import {
+  BAD_PATH_BODY,
+  BAD_PATH_HEADERS,
+  refusesTarget,
   connectionOf,
   createGuard,
   firstValue,
@@ -91,6 +94,10 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   // Callback style, so a cached admission goes on without a promise (an async hook costs
   // Fastify a promise and its resolution on every request); anything else is async.
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+    if (refusesTarget(request.raw.url)) {
+      void reply.code(400).headers(BAD_PATH_HEADERS).send(BAD_PATH_BODY)
+      return
+    }
     const connectionId = firstValue(request.headers[guard.header])
     const cached = guard.decideCached(connectionId, request.headers[SIGNATURE_HEADER] !== undefined ? requestOf(request, connectionId) : undefined)
     if (cached?.pass === true) {

@@ -15,6 +15,9 @@ import type { Context, Handler, Input, MiddlewareHandler, Next } from 'hono'
 import type { BlankInput, HandlerResponse } from 'hono/types'
 import { SIGNATURE_HEADER, type AccessRequest } from '../core/access.ts'
 import {
+  BAD_PATH_BODY,
+  BAD_PATH_HEADERS,
+  refusesTarget,
   OWN_HEADERS,
   connectionOf,
   createGuard,
@@ -166,8 +169,16 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     return c.body(decision.body ?? '{}', decision.status as 401 | 429 | 503, refusalHeaders(decision))
   }
 
+  /** The target as the client sent it: Node's raw one when there is one (a Request's URL has its dot segments resolved already). */
+  const refused = (c: Context): boolean => {
+    const raw = (c.env as { incoming?: { url?: unknown } } | undefined)?.incoming?.url
+    return refusesTarget(typeof raw === 'string' && raw.startsWith('/') ? raw : targetOf(c.req.url))
+  }
+  const badPath = (c: Context): Response => c.body(BAD_PATH_BODY, 400, BAD_PATH_HEADERS)
+
   // Not async: a cached admission returns next()'s own promise instead of wrapping it.
   const middleware: MiddlewareHandler<WsdsEnv> = (c, next) => {
+    if (refused(c)) return Promise.resolve(badPath(c))
     const node = nodeHeadersOf(c)
     const connectionId = idOf(c, node)
     const cached = cachedDecision(c, node, connectionId)
@@ -181,6 +192,7 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
   const protect: WsdsHonoMiddleware['protect'] = (handler) => (c, next: Next) => {
     // Only `wsds` of the app's variables is touched here, whatever else its Env declares.
     const own = c as unknown as Context<WsdsEnv>
+    if (refused(c)) return badPath(c)
     const node = nodeHeadersOf(c)
     const connectionId = idOf(c, node)
     const cached = cachedDecision(c, node, connectionId)

@@ -19,6 +19,7 @@ import {
   type Verdict,
 } from '../core/front.ts'
 import { Listeners, type Store } from '../core/store.ts'
+import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
 
 export type { FrontDecision, Mode, Verdict } from '../core/front.ts'
 export type { Store } from '../core/store.ts'
@@ -316,6 +317,15 @@ export function connectionOf(decision: FrontDecision): WsdsConnection | undefine
     verdict: 'allow',
   }
 }
+
+/**
+ * Whether a request-target is refused before any decision (src/core/target.ts): every front
+ * answers it 400 `{"error":"bad-path"}`, so routing, policy and signatures see one path.
+ */
+export const refusesTarget = (target: string | undefined): boolean => target !== undefined && !checkTarget(target).ok
+
+export { BAD_PATH_BODY }
+export const BAD_PATH_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json', 'cache-control': 'no-store' })
 
 /** Headers of the refusal, as the gateway's proxy sends them (proxy/http-auth.ts sendJson). */
 export function refusalHeaders(decision: FrontDecision): Record<string, string> {

@@ -4,7 +4,9 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { CONNECTION_ID_HEADER } from '../core/access.ts'
 import { WsdsError } from '../core/errors.ts'
+import { CONNECTION_ID_RESPONSE_HEADER } from '../core/front.ts'
 import { sendJson } from './http-auth.ts'
 
 export interface ReverseProxyOptions {
@@ -16,6 +18,13 @@ export interface ReverseProxyOptions {
   maxSockets?: number
   /** Upstream response timeout, ms (default 30000). */
   timeoutMs?: number
+  /**
+   * The client is a proxy we trust (WSDS_TRUST_PROXY): keep its X-Forwarded-Host / -Proto and
+   * append to its X-Forwarded-For. Otherwise (default) those are ours alone.
+   */
+  trustProxy?: boolean
+  /** Request header carrying the connection id (default `connectionid`). */
+  idHeader?: string
 }
 
 export type ProxyHandler = (req: IncomingMessage, res: ServerResponse, extraHeaders?: Record<string, string>) => void
@@ -33,7 +42,19 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ])
 
-function forwardHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+/** Client-supplied forwarding headers, dropped unless the client is a trusted proxy. */
+const FORWARDING = new Set(['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-method', 'x-forwarded-uri', 'x-real-ip'])
+
+/**
+ * Whether a header name is one of ours (x-wsds-*), in any spelling: frameworks and CGI-style
+ * servers fold `_` into `-` (and upper into lower case), so `X_WSDS_VERDICT` would read as
+ * our verdict there.
+ */
+export function isWsdsHeaderName(name: string): boolean {
+  return name.length > 7 && name.slice(0, 7).toLowerCase().replace(/_/g, '-') === 'x-wsds-'
+}
+
+function forwardHeaders(headers: IncomingHttpHeaders, dropForwarding = false): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   const named = String(headers.connection ?? '')
     .toLowerCase()
@@ -44,7 +65,8 @@ function forwardHeaders(headers: IncomingHttpHeaders): Record<string, string | s
     if (value === undefined || HOP_BY_HOP.has(name) || named.includes(name)) continue
     // x-wsds-* headers come only from the authenticator: a client must not be able to
     // hand the upstream its own verdict or connection id.
-    if (name.startsWith('x-wsds-')) continue
+    if (isWsdsHeaderName(name)) continue
+    if (dropForwarding && FORWARDING.has(name.replace(/_/g, '-'))) continue
     out[name] = value
   }
   return out
@@ -67,18 +89,33 @@ export function createReverseProxy(options: ReverseProxyOptions): ProxyHandler {
   const basePath = base.pathname.replace(/\/$/, '')
   const strip = options.stripPrefix ?? ''
   const timeoutMs = options.timeoutMs ?? 30_000
+  const trustProxy = options.trustProxy ?? false
+  const idHeader = (options.idHeader ?? CONNECTION_ID_HEADER).toLowerCase()
 
   return (req, res, extraHeaders) => {
     let path = req.url ?? '/'
     if (strip !== '' && path.startsWith(strip)) path = path.slice(strip.length)
     if (!path.startsWith('/')) path = '/' + path
-    const headers = forwardHeaders(req.headers)
+    const headers = forwardHeaders(req.headers, !trustProxy)
     const remote = req.socket.remoteAddress ?? ''
-    const prior = req.headers['x-forwarded-for']
+    // Set here, never taken from an untrusted client: an upstream that logs or rate-limits
+    // by these would otherwise believe whatever the caller wrote.
+    const prior = trustProxy ? req.headers['x-forwarded-for'] : undefined
     headers['x-forwarded-for'] = prior ? `${String(prior)}, ${remote}` : remote
-    headers['x-forwarded-proto'] ??= 'encrypted' in req.socket ? 'https' : 'http'
-    if (req.headers.host !== undefined) headers['x-forwarded-host'] ??= req.headers.host
+    const proto = 'encrypted' in req.socket ? 'https' : 'http'
+    if (trustProxy) headers['x-forwarded-proto'] ??= proto
+    else headers['x-forwarded-proto'] = proto
+    if (req.headers.host !== undefined) {
+      if (trustProxy) headers['x-forwarded-host'] ??= req.headers.host
+      else headers['x-forwarded-host'] = req.headers.host
+    }
     headers.host = base.host
+    // The id the authenticator checked, not the client's raw header: Node joins a repeated
+    // header into "a, b", and an upstream keying on it could be dodged that way.
+    const verifiedId = extraHeaders?.[CONNECTION_ID_RESPONSE_HEADER]
+    const sentIds = req.headersDistinct[idHeader]
+    if (verifiedId !== undefined) headers[idHeader] = verifiedId
+    else if (sentIds !== undefined && sentIds.length > 0) headers[idHeader] = sentIds[0]!
     if (extraHeaders) Object.assign(headers, extraHeaders)
 
     const upstreamReq = send({

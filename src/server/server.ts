@@ -16,10 +16,12 @@ import type { Store } from '../core/store.ts'
 import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
-import { constantTimeEqual } from '../core/encoding.ts'
-import { createFront, type Front } from '../core/front.ts'
+import { constantTimeEqual, toHex } from '../core/encoding.ts'
+import { CONNECTION_ID_RESPONSE_HEADER, createFront, type Front } from '../core/front.ts'
+import { CONNECTION_ID_HEADER, FORWARDED_URI_HEADER } from '../core/access.ts'
+import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
-import { accessRequestOf, connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { accessRequestOf, connectionIdOf, decideRequest, headerOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from '../stores/open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -56,11 +58,27 @@ export interface StartOptions {
 }
 
 const API_PREFIX = '/api'
+/** How long a client may take to send its request headers, ms. */
+export const HEADERS_TIMEOUT_MS = 10_000
+/** How long a client may take to send a whole request, ms. */
+export const REQUEST_TIMEOUT_MS = 300_000
+/** How often Node looks for connections over those timeouts, ms. */
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000
 const WS_PATH = '/wsds'
 
 function pathOf(url: string): string {
   const q = url.indexOf('?')
   return q === -1 ? url : url.slice(0, q)
+}
+
+/**
+ * Whether /metrics answers anyone who can reach a non-loopback listener: no token, and the
+ * gateway (whose port, or the metrics' own, is on HOST) listens beyond loopback.
+ */
+export function metricsExposedWithoutToken(config: Pick<ServerConfig, 'host' | 'metricsToken'>): boolean {
+  const host = config.host.toLowerCase()
+  const loopback = host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host)
+  return config.metricsToken === null && !loopback
 }
 
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -74,7 +92,17 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       'WSDS_KEYS_FILE is not set: generated an ephemeral key set for this process; only the demo page served here has it',
     )
   }
-  const keyRing = createKeyRing(keySets)
+  // The demo page serves its key set to anyone who asks (/demo/config.json). Keys loaded from
+  // WSDS_KEYS_FILE are the app's real ones, so the demo never gets those: it runs on an
+  // ephemeral set of its own, which this node accepts as well.
+  const demoKeySet = config.demo && config.keySets.length > 0 ? generateKeySet(random, { id: `demo-${toHex(random.bytes(6))}` }) : null
+  if (demoKeySet !== null) {
+    logger.warn(
+      { event: 'demo-with-keys-file', keySet: demoKeySet.id },
+      'WSDS_DEMO is on with WSDS_KEYS_FILE: the demo page serves an ephemeral key set of its own, and this node accepts it, so anyone can verify through it; do not run the demo on a production gateway',
+    )
+  }
+  const keyRing = createKeyRing(demoKeySet === null ? keySets : [...keySets, demoKeySet])
   const opened =
     options.store === undefined
       ? await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
@@ -112,7 +140,14 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     requestMac: nodeRequestMac,
     idRateLimit: config.idRateLimit,
   })
-  const server = createServer()
+  // A client that trickles its request (or upgrade) headers is cut off after 10 s, not the
+  // ~90 s that Node's defaults allow (headersTimeout 60 s, checked every 30 s); a whole
+  // request gets 5 minutes. Node answers 408 and closes.
+  const server = createServer({
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+  })
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
   const gateway = attachGateway(server, {
@@ -133,9 +168,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   })
   const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
   const registry = createMetricsRegistry({ gateway, authenticator, front })
-  const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
+  const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX, trustProxy: config.trustProxy })
   const demo = config.demo
-    ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: WS_PATH }))
+    ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: demoKeySet ?? keyRing.current, wsPath: WS_PATH }))
     : null
 
   async function authorize(req: IncomingMessage, res: ServerResponse, forwarded: boolean, onPass: (headers: Record<string, string>) => void) {
@@ -150,7 +185,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     handleGreeting(req, res)
   }
   const passAuth = (res: ServerResponse) => (headers: Record<string, string>) => {
-    res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
+    // `connectionId` too, set to the verified id: a proxy that copies it onto the request
+    // (Traefik's authResponseHeaders) replaces whatever the client sent under that name.
+    const id = headers[CONNECTION_ID_RESPONSE_HEADER]
+    res.writeHead(204, id === undefined ? { ...headers, 'cache-control': 'no-store' } : { ...headers, [CONNECTION_ID_HEADER]: id, 'cache-control': 'no-store' })
     res.end()
   }
 
@@ -188,7 +226,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         })
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const path = pathOf(req.url ?? '/')
+    // One canonical target before routing, policy and signatures (src/core/target.ts); behind
+    // forward auth the target that matters is the proxy's original one.
+    const target = req.url ?? ''
+    const path = pathOf(target)
+    const forwardedUri = path === config.authPath ? headerOf(req, FORWARDED_URI_HEADER) : undefined
+    if (!checkTarget(target).ok || (forwardedUri !== undefined && !checkTarget(forwardedUri).ok)) {
+      req.resume()
+      return sendJson(res, 400, BAD_PATH_BODY)
+    }
     // The hot path, a protected request whose id is cached, runs without a promise.
     const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
     if (isApi || path === config.authPath) {
@@ -208,8 +254,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       else res.destroy()
     })
   })
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+  server.on('clientError', (err: Error & { code?: string }, socket) => {
+    // Headers or a request that took too long (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS): 408.
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`)
     else socket.destroy()
   })
 
@@ -260,6 +308,12 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
     const hostName = config.host.includes(':') ? `[${config.host}]` : config.host
     metricsUrl = `http://${hostName}:${(metricsServer.address() as AddressInfo).port}${config.metricsPath}`
+  }
+  if (metricsExposedWithoutToken(config)) {
+    logger.warn(
+      { event: 'metrics-without-token', host: config.host, port: config.metricsPort ?? port, path: config.metricsPath },
+      'metrics are served on a non-loopback address without WSDS_METRICS_TOKEN: anyone who reaches it can read them; set a token, or WSDS_METRICS_PORT with a private HOST',
+    )
   }
   const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host
   const url = `http://${hostForUrl}:${port}`

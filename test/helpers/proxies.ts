@@ -48,6 +48,12 @@ export interface ProxyTargets {
   gateway: string
   /** host:port of the protected service. */
   upstream: string
+  /**
+   * host:port of the site behind everything else (the templates' {{APP}}); default: the
+   * gateway, so tests can load its demo page through the proxy. The shipped configs never
+   * point there: /metrics and the demo are not for the public.
+   */
+  app?: string
   /** Port to listen on (default: a free one). */
   port?: number
 }
@@ -201,7 +207,8 @@ export async function startNginx(targets: ProxyTargets): Promise<RunningProxy> {
   const template = readFileSync(NGINX_TEMPLATE, 'utf8')
   // nginx names a Unix socket upstream `unix:/path`.
   const gateway = targets.gateway.startsWith('/') ? `unix:${targets.gateway}` : targets.gateway
-  return runNginx(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: gateway, UPSTREAM: targets.upstream }), port)
+  const app = targets.app ?? targets.gateway
+  return runNginx(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: gateway, UPSTREAM: targets.upstream, APP: app.startsWith('/') ? `unix:${app}` : app }), port)
 }
 
 /** Runs Caddy on a Caddyfile text: `caddy run --config <file> --adapter caddyfile`. */
@@ -229,5 +236,6 @@ export async function startCaddy(targets: ProxyTargets): Promise<RunningProxy> {
   const template = readFileSync(CADDY_TEMPLATE, 'utf8')
   // Caddy names a Unix socket upstream `unix//path`.
   const gateway = targets.gateway.startsWith('/') ? `unix/${targets.gateway}` : targets.gateway
-  return runCaddy(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: gateway, UPSTREAM: targets.upstream }), port)
+  const app = targets.app ?? targets.gateway
+  return runCaddy(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: gateway, UPSTREAM: targets.upstream, APP: app.startsWith('/') ? `unix/${app}` : app }), port)
 }
