@@ -8,10 +8,12 @@ import {
   PROTOCOL_VERSION,
   REJECT_REASONS,
   parseServerMessage,
+  type ChallengeForm,
   type ChallengeMessage,
   type ClientMessage,
   type RejectReason,
 } from '../core/protocol.ts'
+import { decodeProgram, runProgram, treeSignature, type TreeNode } from '../core/program.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
 export type { RejectReason } from '../core/protocol.ts'
@@ -64,6 +66,12 @@ export interface ConnectOptions {
    * CSP `script-src 'unsafe-eval'`; this hook is where a strict-CSP evaluator will plug in.
    */
   evaluate?: (code: string) => ChallengeFunction
+  /**
+   * Challenge forms to offer, in order of preference (default ['program', 'code'], or
+   * ['code', 'program'] when `evaluate` is set). 'program' needs no eval: it runs under a
+   * strict CSP and with Trusted Types enforced (docs/integrations.md, "Content-Security-Policy").
+   */
+  forms?: readonly ChallengeForm[]
 }
 
 export interface CloseInfo {
@@ -132,6 +140,10 @@ export function connect(options: ConnectOptions): WsdsSession {
   if (!(pingIntervalMs >= 0 && pingIntervalMs < 2 ** 31)) throw configError('pingIntervalMs', pingIntervalMs)
   const backoff = reconnectPolicy(options.reconnect)
   const evaluate = options.evaluate ?? evaluateWithFunction
+  // Program first, always: it needs no eval, so no CSP can refuse it, and probing for
+  // 'unsafe-eval' with `new Function` would itself file a CSP violation report.
+  const forms = options.forms ?? (options.evaluate ? ['code', 'program'] : ['program', 'code'])
+  if (!Array.isArray(forms) || forms.length === 0 || !forms.every((f) => f === 'code' || f === 'program')) throw configError('forms', forms)
 
   const listeners: { [K in keyof SessionEvents]: Set<SessionEvents[K]> } = {
     connection: new Set(),
@@ -211,10 +223,12 @@ export function connect(options: ConnectOptions): WsdsSession {
     async function answer(challenge: ChallengeMessage): Promise<void> {
       let result: unknown
       try {
-        if (challenge.form === 'program') throw new TypeError('this SDK build cannot run program challenges')
-        const fn = evaluate(challenge.code)
-        if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
-        result = await fn({ keys })
+        if (challenge.form === 'program') result = answerProgram(challenge.program, keys)
+        else {
+          const fn = evaluate(challenge.code)
+          if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
+          result = await fn({ keys })
+        }
       } catch (cause) {
         if (ws !== socket || stopped) return
         // The same code path fails on every connection (CSP without 'unsafe-eval', a missing
@@ -231,7 +245,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     ws.onopen = () => {
       if (ws !== socket || stopped) return
       opened = true
-      send(ws, keySet === undefined ? { action: 'hello', v: PROTOCOL_VERSION } : { action: 'hello', v: PROTOCOL_VERSION, keySet })
+      send(ws, keySet === undefined ? { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms] } : { action: 'hello', v: PROTOCOL_VERSION, keySet, forms: [...forms] })
       if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
     }
 
@@ -355,6 +369,54 @@ export function connect(options: ConnectOptions): WsdsSession {
       }
     },
   }
+}
+
+/**
+ * Runs a `program` challenge with the interpreter the gateway uses (src/core/program.ts),
+ * after the strict decoder has checked the untrusted JSON. No eval anywhere on this path.
+ */
+function answerProgram(json: unknown, keys: readonly string[]): string {
+  const decoded = decodeProgram(json, keys.length)
+  if (decoded === null) throw new TypeError('the program challenge is malformed or needs keys this page does not have')
+  const { program, nonce } = decoded
+  const tree = program.engine ? parseTree(program.engine.html) : null
+  return runProgram(program, keys, nonce, String(location.hostname), tree)
+}
+
+type HtmlPolicy = { createHTML(html: string): unknown }
+// undefined: not tried yet; null: no Trusted Types here; false: the page refused the policy.
+let htmlPolicy: HtmlPolicy | null | false | undefined
+
+/**
+ * The engine check: this page's own HTML parser on the snippet, as a tree signature. The
+ * document DOMParser returns is inert (no scripts run, nothing loads), so a Trusted Types
+ * policy that passes the snippet through is safe; on a page whose `trusted-types` directive
+ * does not allow the name `wsds` the answer goes without its engine part.
+ */
+function parseTree(html: string): string | null {
+  if (htmlPolicy === undefined) {
+    const tt = (globalThis as { trustedTypes?: { createPolicy(name: string, rules: { createHTML(s: string): string }): HtmlPolicy } }).trustedTypes
+    try {
+      htmlPolicy = tt ? tt.createPolicy('wsds', { createHTML: (s) => s }) : null
+    } catch {
+      htmlPolicy = false
+    }
+  }
+  if (htmlPolicy === false || typeof DOMParser !== 'function') return null
+  try {
+    const doc = new DOMParser().parseFromString((htmlPolicy ? htmlPolicy.createHTML(html) : html) as string, 'text/html')
+    return treeSignature(domTree(doc.body))
+  } catch {
+    return null
+  }
+}
+
+function domTree(parent: Node): TreeNode[] {
+  const out: TreeNode[] = []
+  for (let n = parent.firstChild; n; n = n.nextSibling) {
+    out.push({ kind: n.nodeType, value: n.nodeType === 1 ? (n as Element).localName : (n as CharacterData).data ?? '', children: n.nodeType === 1 ? domTree(n) : [] })
+  }
+  return out
 }
 
 function closeError(reason: RejectReason | null, opened: boolean, closeCode: number, url: string): WsdsError {

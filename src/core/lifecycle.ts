@@ -4,6 +4,7 @@
  * the ws gateway, the Lambda handlers and the tests all run the same rules.
  */
 import { checkAnswer, createChallenge } from './challenge.ts'
+import type { EngineChecks, EngineVerdict } from './engine-check.ts'
 import { constantTimeEqual, toBase64Url } from './encoding.ts'
 import type { KeyRing } from './keyring.ts'
 import {
@@ -11,6 +12,7 @@ import {
   PROTOCOL_VERSION,
   closeCodeFor,
   parseClientMessage,
+  type ChallengeForm,
   type RejectReason,
   type ServerMessage,
 } from './protocol.ts'
@@ -33,6 +35,8 @@ export interface ConnectionState {
   readonly helloSeen: boolean
   /** Key set named in hello (resolved), used for re-challenges too. */
   readonly keySetId: string | null
+  /** Challenge form negotiated in hello (PROTOCOL.md, "Challenge forms"); absent: 'code'. */
+  readonly form?: ChallengeForm
   readonly outstanding: OutstandingChallenge | null
   /** When the connection fails if nothing changes; null while verified with nothing outstanding. */
   readonly deadlineAt: number | null
@@ -61,6 +65,8 @@ export interface Transition {
   actions: Action[]
   /** Set when the connection ends, for logs and metrics. */
   outcome?: RejectReason | 'verified' | 'too-many-bad-frames'
+  /** Engine-check verdict of the answer just judged, when its challenge drew one (metrics). */
+  engine?: EngineVerdict
 }
 
 export interface LifecycleContext {
@@ -71,7 +77,13 @@ export interface LifecycleContext {
   timeoutMs: number
   /** Bad frames tolerated before close 4400 (PROTOCOL.md: at least 3, at most 10). */
   maxBadFrames?: number
+  /** Forms this deployment allows (WSDS_CHALLENGE_FORMS; default DEFAULT_FORMS). */
+  forms?: readonly ChallengeForm[]
+  /** Engine checks (WSDS_ENGINE_CHECKS) with the adapter's HTML parser; absent: off. */
+  engine?: EngineChecks
 }
+
+export const DEFAULT_FORMS: readonly ChallengeForm[] = ['code', 'program']
 
 export const DEFAULT_TIMEOUT_MS = 10_000
 export const DEFAULT_MAX_BAD_FRAMES = 10
@@ -125,13 +137,18 @@ function reject(state: ConnectionState, reason: RejectReason, prefix: Action[] =
 function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[]): Transition {
   const keySet = ctx.keyRing.resolve(keySetId)
   if (keySet === null) return reject(state, 'stale-keyset', prefix)
-  const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random })
+  const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random, form: state.form ?? 'code', engine: ctx.engine })
   const token = newId(ctx.random)
+  const expiresInMs = Math.max(0, deadlineAt - ctx.now)
   return {
     state: { ...state, keySetId, outstanding: { token, expected: challenge.expected }, deadlineAt },
     actions: [
       ...prefix,
-      send({ type: 'challenge', token, code: challenge.code, expiresInMs: Math.max(0, deadlineAt - ctx.now) }),
+      send(
+        challenge.form === 'program'
+          ? { type: 'challenge', token, form: 'program', program: challenge.program, expiresInMs }
+          : { type: 'challenge', token, code: challenge.code, expiresInMs },
+      ),
       { type: 'timer', at: deadlineAt },
     ],
   }
@@ -175,8 +192,12 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
     case 'hello': {
       if (state.helloSeen) return badMessage(state, ctx, 'hello was already received on this connection')
       if (message.v !== PROTOCOL_VERSION) return reject(state, 'unsupported-version')
-      const seen = { ...state, helloSeen: true }
       const connection = send({ type: 'connection', connectionId: state.connectionId })
+      // The first form the client prefers that this deployment allows (PROTOCOL.md, "Challenge forms").
+      const allowed = ctx.forms ?? DEFAULT_FORMS
+      const form = (message.forms ?? ['code']).find((f) => allowed.includes(f))
+      if (form === undefined) return reject({ ...state, helloSeen: true }, 'unsupported-form', [connection])
+      const seen = { ...state, helloSeen: true, form }
       const keySet = ctx.keyRing.resolve(message.keySet)
       if (keySet === null) return reject(seen, 'stale-keyset', [connection])
       if (state.deadlineAt !== null && ctx.now >= state.deadlineAt) return reject(seen, 'timeout', [connection])
@@ -186,9 +207,11 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       const outstanding = state.outstanding
       // Any token but the outstanding one, on any phase, is fatal: a real client never sends it.
       if (outstanding === null || !constantTimeEqual(message.token, outstanding.token)) return reject(state, 'bad-token')
-      const check = checkAnswer(outstanding.expected, message.result)
-      if (!check.ok) return reject(state, check.reason)
+      const check = checkAnswer(outstanding.expected, message.result, ctx.engine?.mode === 'enforce')
+      const engine = check.engine === undefined ? {} : { engine: check.engine }
+      if (!check.ok) return { ...reject(state, check.reason), ...engine }
       return {
+        ...engine,
         state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null },
         actions: [
           { type: 'timer', at: null },

@@ -21,12 +21,13 @@ import {
   type LifecycleEvent,
   type Transition,
 } from '../core/lifecycle.ts'
-import { CloseCode, encodeServerMessage } from '../core/protocol.ts'
+import { browserFamily, type EngineChecks } from '../core/engine-check.ts'
+import { CloseCode, encodeServerMessage, type ChallengeForm } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
 import { createOriginPolicy } from './origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
-import { createGatewayStats, type GatewayStats, type RefusalReason } from './stats.ts'
+import { createGatewayStats, type BrowserFamily, type GatewayStats, type RefusalReason } from './stats.ts'
 
 export interface GatewayOptions {
   store: Store
@@ -52,6 +53,10 @@ export interface GatewayOptions {
   random?: RandomSource
   now?: () => number
   logger?: GatewayLogger
+  /** Challenge forms allowed (WSDS_CHALLENGE_FORMS; default code, program). */
+  challengeForms?: readonly ChallengeForm[]
+  /** Engine checks (WSDS_ENGINE_CHECKS) with their HTML parser (src/engine/parse5.ts); absent: off. */
+  engineChecks?: EngineChecks
 }
 
 export interface GatewayLogger {
@@ -77,6 +82,8 @@ interface Conn {
   ws: WebSocket
   /** Client address, for logs. */
   remote: string
+  /** Browser family from the upgrade's User-Agent, for engine-check metrics. */
+  family: BrowserFamily
   state: ConnectionState
   record: ConnectionRecord
   timer: NodeJS.Timeout | null
@@ -161,7 +168,9 @@ export function createGateway(options: GatewayOptions): Gateway {
   // perMessageDeflate off: challenge frames are small and compression costs CPU per socket.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, clientTracking: false })
 
-  const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs })
+  const forms = options.challengeForms
+  const engine = options.engineChecks
+  const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs, forms, engine })
 
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
@@ -222,7 +231,8 @@ export function createGateway(options: GatewayOptions): Gateway {
           void deleteRecord(record.connectionId)
           return
         }
-        wss.handleUpgrade(req, socket, head, (ws) => accept(ws, record, hostname, remote))
+        const family = browserFamily(req.headers['user-agent'])
+        wss.handleUpgrade(req, socket, head, (ws) => accept(ws, record, hostname, remote, family))
       },
       (cause: unknown) => {
         stats.storeErrors++
@@ -231,7 +241,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     )
   }
 
-  function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string): void {
+  function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string, family: BrowserFamily): void {
     stats.upgradesAccepted++
     const opened = openConnection({
       connectionId: record.connectionId,
@@ -240,7 +250,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       now: record.createdAt,
       timeoutMs,
     })
-    const conn: Conn = { ws, remote, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
+    const conn: Conn = { ws, remote, family, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
     conns.set(record.connectionId, conn)
     run(conn, opened)
     ws.on('message', (data: RawData, isBinary: boolean) => {
@@ -286,6 +296,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function run(conn: Conn, result: Transition): void {
     conn.state = result.state
+    if (result.engine !== undefined) stats.engineChecks[conn.family][result.engine]++
     if (result.outcome !== undefined) {
       stats.outcomes[result.outcome]++
       if (result.outcome !== 'verified') {

@@ -4,6 +4,7 @@
  * label lookup off the hot path.
  */
 import { createDurationHistogram, type DurationHistogram } from '../core/histogram.ts'
+import type { EngineVerdict } from '../core/engine-check.ts'
 import type { RejectReason } from '../core/protocol.ts'
 
 export type RefusalReason = 'origin' | 'rate-limit' | 'store-unavailable' | 'shutting-down'
@@ -22,7 +23,12 @@ export interface GatewayStats {
   storeErrors: number
   /** Upgrade to verified, per verified handshake. */
   handshakeSeconds: DurationHistogram
+  /** Engine-check verdicts by browser family from the User-Agent (docs/protocol.md, "Engine checks"). */
+  engineChecks: Record<BrowserFamily, Record<EngineVerdict, number>>
 }
+
+export type BrowserFamily = 'chromium' | 'firefox' | 'safari' | 'other'
+const verdicts = (): Record<EngineVerdict, number> => ({ match: 0, mismatch: 0, missing: 0 })
 
 export function createGatewayStats(): GatewayStats {
   return {
@@ -48,5 +54,6 @@ export function createGatewayStats(): GatewayStats {
     closed: 0,
     storeErrors: 0,
     handshakeSeconds: createDurationHistogram(),
+    engineChecks: { chromium: verdicts(), firefox: verdicts(), safari: verdicts(), other: verdicts() },
   }
 }

@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs'
 import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
 import type { Mode } from '../core/front.ts'
+import { ENGINE_MODES, type EngineMode } from '../core/engine-check.ts'
+import { CHALLENGE_FORMS, type ChallengeForm } from '../core/protocol.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
 
 export interface ServerConfig {
@@ -40,6 +42,10 @@ export interface ServerConfig {
   socketPath: string | null
   /** Permissions of that socket file (connecting needs write permission). */
   socketMode: number
+  /** Challenge forms the gateway offers (PROTOCOL.md, "Challenge forms"). */
+  challengeForms: ChallengeForm[]
+  /** Engine checks in challenges (docs/protocol.md, "Engine checks"). */
+  engineChecks: EngineMode
 }
 
 interface Setting {
@@ -70,6 +76,8 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
   { env: 'WSDS_SOCKET', flag: '--socket', help: 'also listen on this Unix socket path, for a proxy on the same host (default: none)' },
   { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
+  { env: 'WSDS_CHALLENGE_FORMS', flag: '--challenge-forms', help: 'comma-separated challenge forms to allow: code, program (default code,program)' },
+  { env: 'WSDS_ENGINE_CHECKS', flag: '--engine-checks', help: 'HTML-parser engine checks in challenges: off|monitor|enforce (default monitor)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
 ]
 
@@ -210,7 +218,17 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const socketModeText = get('WSDS_SOCKET_MODE') ?? '660'
   if (!/^0?[0-7]{3}$/.test(socketModeText.trim())) bad('WSDS_SOCKET_MODE', socketModeText, 'must be octal permissions like 660')
+  const formsText = get('WSDS_CHALLENGE_FORMS') ?? 'code,program'
+  const challengeForms = [...new Set(formsText.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''))]
+  for (const f of challengeForms) {
+    if (!(CHALLENGE_FORMS as readonly string[]).includes(f)) bad('WSDS_CHALLENGE_FORMS', formsText, `unknown form "${f}"; the forms are ${CHALLENGE_FORMS.join(', ')}`)
+  }
+  if (challengeForms.length === 0) bad('WSDS_CHALLENGE_FORMS', formsText, 'needs at least one form')
+  const engineChecks = (get('WSDS_ENGINE_CHECKS') ?? 'monitor').trim().toLowerCase()
+  if (!(ENGINE_MODES as readonly string[]).includes(engineChecks)) bad('WSDS_ENGINE_CHECKS', engineChecks, 'must be off, monitor or enforce')
   return {
+    challengeForms: challengeForms as ChallengeForm[],
+    engineChecks: engineChecks as EngineMode,
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),

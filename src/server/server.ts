@@ -21,6 +21,7 @@ import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/h
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
+import { createEngineChecks } from '../engine/parse5.ts'
 import { createMetricsRegistry } from './metrics.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
@@ -102,6 +103,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     trustProxy: config.trustProxy,
     random,
     logger,
+    challengeForms: config.challengeForms,
+    engineChecks: createEngineChecks(config.engineChecks),
   })
   const registry = createMetricsRegistry({ gateway, authenticator, front })
   const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
