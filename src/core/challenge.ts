@@ -299,17 +299,22 @@ function emitProgram(p: Program, nonce: string, d: Drawer): string {
   body += loop(`"${nonce}"`, tagRound) + loop(host, tagRound)
   body += emitAvalanche(p.tag.final, tagLanes)
   const hex = (v: string) => `("0000000"+((${v})>>>0).toString(16)).slice(-8)`
-  let result = `${hex(tg1)}+"."+${hex(l0)}+${hex(l1)}+${hex(l2)}+${hex(l3)}`
+  // The result so far lives in `text`; the engine part is appended only if the page could run it.
+  body += `${text}=${hex(tg1)}+"."+${hex(l0)}+${hex(l1)}+${hex(l2)}+${hex(l3)};`
   if (p.engine) {
     // The tree signature of src/core/program.ts treeSignature, over the page's own parse.
-    body += `function ${walk}(${node}){var ${out}="",${child}=${node}.firstChild;for(;${child};${child}=${child}.nextSibling)${out}+=${child}.nodeType==1?"<"+${child}.localName+">"+${walk}(${child})+">":${child}.nodeType==3?'"'+${child}.data:${child}.nodeType==8?"!"+${child}.data:"";return ${out}}`
-    body += `var ${en0}=${p.engine.seed[0]},${en1}=${p.engine.seed[1]};`
-    const engineRound = emitOps(p.engine.ops, [en0, en1], t)
+    // Without a DOM the answer goes without its engine part: WSDS_ENGINE_CHECKS decides.
+    const result = text
+    const walkFn = `function ${walk}(${node}){var ${out}="",${child}=${node}.firstChild;for(;${child};${child}=${child}.nextSibling)${out}+=${child}.nodeType==1?"<"+${child}.localName+">"+${walk}(${child})+">":${child}.nodeType==3?'"'+${child}.data:${child}.nodeType==8?"!"+${child}.data:"";return ${out}}`
     const parsed = `${walk}(new DOMParser().parseFromString(${JSON.stringify(p.engine.html)},"text/html").body)`
-    body += loop(`"${nonce}"`, engineRound) + loop(parsed, engineRound)
-    body += emitAvalanche(p.engine.final, [en0, en1])
-    result += `+"."+${hex(en1)}`
+    const engineRound = emitOps(p.engine.ops, [en0, en1], t)
+    // The absorb loops reuse `text`, so the main result moves to `out` first.
+    let engine = `var ${en0}=${p.engine.seed[0]},${en1}=${p.engine.seed[1]},${out}=${parsed};`
+    engine += loop(`"${nonce}"`, engineRound) + loop(out, engineRound)
+    engine += emitAvalanche(p.engine.final, [en0, en1])
+    body += `var ${node}=${result};try{${walkFn}${engine}${node}+="."+${hex(en1)}}catch(${child}){}return ${node};`
+  } else {
+    body += `return ${text};`
   }
-  body += `return ${result};`
   return `function(${arg}){${body}}`
 }
