@@ -7,21 +7,14 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { build } from 'esbuild'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { loadConfig } from '../src/server/config.ts'
 import { chromiumBinary } from './helpers/browser.ts'
+import { bundlePageScript, PAGE, STRICT_CSP } from './helpers/csp-front.ts'
 import { startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
 import { freePort } from './helpers/services.ts'
 
-export const STRICT_CSP = "default-src 'self'; script-src 'self'; connect-src 'self'"
 const TRUSTED_TYPES_CSP = `${STRICT_CSP}; require-trusted-types-for 'script'`
-const PAGE = '<!doctype html><html><head><meta charset="utf-8"><script src="/csp/page.js"></script></head><body></body></html>'
-
-export async function bundlePageScript(): Promise<string> {
-  const out = await build({ entryPoints: ['test/fixtures/csp-page.ts'], bundle: true, minify: true, format: 'iife', write: false, logLevel: 'error' })
-  return out.outputFiles[0]!.text
-}
 
 const LAUNCH_ARGS = [
   '--headless',
