@@ -62,8 +62,8 @@ export interface ConnectOptions {
   /** WebSocket implementation (default globalThis.WebSocket); pass `ws`'s in Node. */
   WebSocket?: WebSocketConstructor
   /**
-   * Turns a challenge's source into a function. The default uses `new Function`, which needs
-   * CSP `script-src 'unsafe-eval'`; this hook is where a strict-CSP evaluator will plug in.
+   * Turns a `code` challenge's source into a function. The default uses `new Function`,
+   * which needs CSP `script-src 'unsafe-eval'`; `program` challenges never use it.
    */
   evaluate?: (code: string) => ChallengeFunction
   /**
@@ -233,7 +233,7 @@ export function connect(options: ConnectOptions): WsdsSession {
         if (ws !== socket || stopped) return
         // The same code path fails on every connection (CSP without 'unsafe-eval', a missing
         // `location`), so reconnecting would only loop.
-        giveUp(new WsdsError('ERR_CONFIG', 'the challenge could not be run; under a strict CSP pass options.evaluate', { cause }))
+        giveUp(new WsdsError('ERR_CONFIG', `the ${challenge.form ?? 'code'} challenge could not be run (a code challenge needs 'unsafe-eval'; offer the program form)`, { cause }))
         ws.close(1000)
         return
       }
