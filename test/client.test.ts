@@ -191,7 +191,7 @@ afterEach(async () => {
 describe('connect()', () => {
   it('sends hello v1 with the key set, answers the challenge and resolves ready with the connectionId', T, async () => {
     gateway = await startGateway()
-    const session = open()
+    const session = open({ bind: false })
     const verifiedEvent = next<string>(session, 'verified')
     const id = await session.ready
     const conn = await gateway.connection(1)
@@ -205,7 +205,7 @@ describe('connect()', () => {
 
   it('omits keySet from hello when none is given', T, async () => {
     gateway = await startGateway()
-    const session = open({ keySet: undefined })
+    const session = open({ keySet: undefined, bind: false })
     await session.ready
     assert.deepEqual(gateway.hellos, [{ action: 'hello', v: 1, forms: ['program', 'code'] }])
   })

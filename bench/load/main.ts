@@ -51,6 +51,34 @@ async function handshakes(args: { wsUrl: string; concurrency: number; warmupMs: 
   return { completed: verifiedMs.length, errors, firstError, seconds: args.durationMs / 1000, verifiedMs, cycleMs }
 }
 
+/**
+ * Churn for the soak run: `count` handshakes (verify, then close), `concurrency` at a time,
+ * counted rather than timed so every run does the same work.
+ */
+async function churn(args: { wsUrl: string; count: number; concurrency: number }) {
+  const t = target(args.wsUrl)
+  const started = performance.now()
+  let issued = 0
+  let completed = 0
+  let errors = 0
+  let firstError: string | null = null
+  async function worker() {
+    while (issued < args.count) {
+      issued++
+      try {
+        await handshake(t)
+        completed++
+      } catch (err) {
+        errors++
+        firstError ??= String(err)
+        await sleep(5)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: args.concurrency }, worker))
+  return { completed, errors, firstError, seconds: (performance.now() - started) / 1000 }
+}
+
 // Sockets kept open between commands (the verified connection for REST calls, the idle set).
 let held: WebSocket[] = []
 
@@ -279,4 +307,4 @@ async function redisGets(args: { redisUrl: string; key: string; concurrency: num
   }
 }
 
-serveCommands({}, { handshakes, verifyHold, openIdle, closeHeld, autocannon: cannon, revocation, redisGets })
+serveCommands({}, { handshakes, churn, verifyHold, openIdle, closeHeld, autocannon: cannon, revocation, redisGets })

@@ -10,6 +10,7 @@
  */
 import { createAuthenticator } from '../core/authenticator.ts'
 import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, VERDICT_HEADER } from '../core/front.ts'
+import { nodeRequestMac } from '../crypto/node-binding.ts'
 import type { AwsDeps } from './deps.ts'
 import { header, type AuthorizerEvent, type AuthorizerResult, type ProxyEvent, type ProxyResult } from './events.ts'
 
@@ -25,10 +26,18 @@ export function stageWildcard(methodArn: string): string {
 
 export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'config' | 'now'>): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
   const authenticator = createAuthenticator({ store: deps.store, cacheTtlMs: 0, now: deps.now })
-  const front = createFront({ authenticator, mode: deps.config.mode })
+  const front = createFront({ authenticator, mode: deps.config.mode, requestMac: nodeRequestMac })
   return async (event) => {
     const connectionId = header(event.headers, 'connectionId')
-    const decision = await front.decide({ connectionId, method: event.httpMethod, target: event.path, remoteAddress: event.requestContext?.identity?.sourceIp })
+    // A bound connection's request is admitted only with its WSDS-Signature over method and
+    // target (PROTOCOL.md, "Request binding"), so the signature must be an identity source too.
+    const decision = await front.decide({
+      connectionId,
+      method: event.httpMethod,
+      target: event.path,
+      signature: header(event.headers, 'WSDS-Signature'),
+      remoteAddress: event.requestContext?.identity?.sourceIp,
+    })
     if (decision.status === 503 && !decision.pass) throw new Error('store-unavailable')
     if (!decision.pass) throw new Error(UNAUTHORIZED)
     return {

@@ -7,11 +7,14 @@ import { isWsdsError } from '../core/errors.ts'
 import { generateKeySet } from '../core/keyset.ts'
 import { createRandomPool } from '../core/random.ts'
 import { SETTINGS, loadConfig } from '../server/config.ts'
-import { startServer } from '../server/server.ts'
+import { rechallengeCommand } from './rechallenge.ts'
 
 const USAGE = `usage:
   wsds serve [options]                 run the gateway (options override environment variables)
   wsds keys generate [--count N] [--id ID]   print a new key set as JSON
+  wsds rechallenge (--id ID | --address IP | --origin ORIGIN | --all) [--pow-bits N] [--url URL]
+                                       re-challenge connections through the operations endpoint;
+                                       token from WSDS_ADMIN_TOKEN or stdin, never argv
 
 serve options (environment variable in brackets):
 ${SETTINGS.map((s) => `  ${(s.flag + ' <value>').padEnd(30)} ${s.help} [${s.env}]`).join('\n')}
@@ -51,6 +54,8 @@ async function serve(args: string[]): Promise<void> {
   const logger = process.stdout.isTTY
     ? pino({ level: config.logLevel, base: undefined }, pino.transport({ target: 'pino-pretty', options: { colorize: true } }))
     : pino({ level: config.logLevel, base: undefined })
+  // Loaded here, not at the top: `wsds rechallenge` and `keys` need none of the server.
+  const { startServer } = await import('../server/server.ts')
   const running = await startServer(config, { logger })
   let stopping = false
   const stop = (signal: string) => {
@@ -70,6 +75,10 @@ async function main(argv: string[]): Promise<void> {
   try {
     if (command === 'serve') return await serve(argv.slice(1))
     if (command === 'keys' && sub === 'generate') return keysGenerate(rest)
+    if (command === 'rechallenge') {
+      process.exitCode = await rechallengeCommand(argv.slice(1), { env: process.env, stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
+      return
+    }
     if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
       process.stdout.write(USAGE)
       return

@@ -14,6 +14,7 @@ import {
   type RejectReason,
 } from '../core/protocol.ts'
 import { decodeProgram, runProgram, treeSignature, type TreeNode } from '../core/program.ts'
+import { solvePow } from './pow.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
 export type { RejectReason } from '../core/protocol.ts'
@@ -67,6 +68,11 @@ export interface ConnectOptions {
    */
   evaluate?: (code: string) => ChallengeFunction
   /**
+   * Request binding (PROTOCOL.md, "Request binding"): offer a per-connection key and sign every
+   * REST call (default true wherever `crypto.subtle` exists, i.e. secure contexts).
+   */
+  bind?: boolean
+  /**
    * Challenge forms to offer, in order of preference (default ['program', 'code'], or
    * ['code', 'program'] when `evaluate` is set). 'program' needs no eval: it runs under a
    * strict CSP and with Trusted Types enforced (docs/integrations.md, "Content-Security-Policy").
@@ -109,6 +115,13 @@ export interface WsdsSession {
    * while waiting.
    */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>
+  /**
+   * The `WSDS-Signature` header value for a request by another HTTP client (axios, ky, XHR),
+   * once verified; null when the connection is not bound. `url` resolves against the page,
+   * and the signature covers the path and query the browser will send. Valid for the
+   * gateway's window (30 s by default): sign each request just before sending it.
+   */
+  sign(method: string, url: string | URL): Promise<string | null>
   /** Adds a listener; returns a function that removes it. A throwing listener is reported, never propagated. */
   on<K extends keyof SessionEvents>(event: K, fn: SessionEvents[K]): () => void
   /** Closes with 1000 and stops reconnecting for good. */
@@ -117,7 +130,7 @@ export interface WsdsSession {
 
 // Reasons a new connection would only hit again (PROTOCOL.md, Sequence 7): retrying them would
 // hammer the gateway with handshakes bound to fail.
-const PERMANENT = new Set<string>(['stale-keyset', 'unsupported-version', 'bad-domain', 'wrong-answer'])
+const PERMANENT = new Set<string>(['stale-keyset', 'unsupported-version', 'bad-domain', 'wrong-answer', 'bad-binding', 'binding-required'])
 const CONNECTING = 0
 const OPEN = 1
 
@@ -144,6 +157,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   // 'unsafe-eval' with `new Function` would itself file a CSP violation report.
   const forms = options.forms ?? (options.evaluate ? ['code', 'program'] : ['program', 'code'])
   if (!Array.isArray(forms) || forms.length === 0 || !forms.every((f) => f === 'code' || f === 'program')) throw configError('forms', forms)
+  // No crypto.subtle (plain http other than localhost): unbound, which `optional` accepts.
+  const subtle = options.bind === false ? undefined : globalThis.crypto?.subtle
 
   const listeners: { [K in keyof SessionEvents]: Set<SessionEvents[K]> } = {
     connection: new Set(),
@@ -155,6 +170,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   let socket: WebSocketLike | null = null
   let connectionId: string | null = null
   let verified = false
+  // K_req of the current connection, a non-extractable HMAC key; null when unbound.
+  let requestKey: CryptoKey | null = null
   let retries = 0
   let stopped: WsdsError | null = null
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined
@@ -219,6 +236,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     // Only the latest challenge has an outstanding token; an answer to an older one would be
     // `bad-token`, which costs the connection.
     let latestToken: string | null = null
+    let keyPair: CryptoKeyPair | null = null
 
     async function answer(challenge: ChallengeMessage): Promise<void> {
       let result: unknown
@@ -238,15 +256,47 @@ export function connect(options: ConnectOptions): WsdsSession {
         return
       }
       if (ws !== socket || stopped || challenge.token !== latestToken) return
+      // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
+      // requests (still admitted during a re-challenge) carry on meanwhile.
+      // A difficulty the solver refuses (over 32 bits) gets no answer: the gateway's deadline decides.
+      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }).catch(() => null) : undefined
+      if (work === null || ws !== socket || stopped || challenge.token !== latestToken) return
       // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
-      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result })
+      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })
     }
 
-    ws.onopen = () => {
+    ws.onopen = async () => {
       if (ws !== socket || stopped) return
       opened = true
-      send(ws, keySet === undefined ? { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms] } : { action: 'hello', v: PROTOCOL_VERSION, keySet, forms: [...forms] })
+      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms] }
+      if (keySet !== undefined) hello.keySet = keySet
+      if (subtle) {
+        try {
+          // A fresh pair per connection; the private key never leaves WebCrypto.
+          keyPair = await subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits'])
+          hello.bind = { alg: 'ECDH-P256', key: b64url(await subtle.exportKey('raw', keyPair.publicKey)) }
+        } catch {
+          keyPair = null
+        }
+        if (ws !== socket || stopped) return
+      }
+      send(ws, hello)
       if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
+    }
+
+    /** K_req = HKDF-SHA256(Z, salt = connectionId, info = "wsds/1 request binding"), as an HMAC key. */
+    async function deriveRequestKey(serverKey: string, id: string): Promise<CryptoKey> {
+      const peer = await subtle!.importKey('raw', fromB64url(serverKey), { name: 'ECDH', namedCurve: 'P-256' }, false, [])
+      const z = await subtle!.deriveBits({ name: 'ECDH', public: peer }, keyPair!.privateKey, 256)
+      const ikm = await subtle!.importKey('raw', z, 'HKDF', false, ['deriveKey'])
+      const utf8 = (text: string) => new TextEncoder().encode(text)
+      return subtle!.deriveKey(
+        { name: 'HKDF', hash: 'SHA-256', salt: utf8(id), info: utf8('wsds/1 request binding') },
+        ikm,
+        { name: 'HMAC', hash: 'SHA-256', length: 256 },
+        false,
+        ['sign'],
+      )
     }
 
     ws.onmessage = (event: { data?: unknown }) => {
@@ -264,15 +314,20 @@ export function connect(options: ConnectOptions): WsdsSession {
           break
         case 'verified': {
           const id = message.connectionId
-          connectionId = id
-          verified = true
-          retries = 0
-          if (!readySettled) {
-            readySettled = true
-            resolveReady(id)
+          const serverKey = message.bind?.key
+          if (serverKey !== undefined && keyPair !== null) {
+            // Verified only once the key exists, so no call goes out unsigned.
+            deriveRequestKey(serverKey, id).then(
+              (key) => {
+                if (ws !== socket || stopped) return
+                requestKey = key
+                onVerified(id)
+              },
+              () => ws === socket && ws.close(4400),
+            )
+            break
           }
-          for (const waiter of waiters.splice(0)) waiter.resolve(id)
-          emit('verified', id)
+          onVerified(id)
           break
         }
         case 'rejected':
@@ -295,6 +350,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       clearInterval(pingTimer)
       verified = false
       connectionId = null
+      requestKey = null
       const code = typeof event.code === 'number' ? event.code : 1006
       const willReconnect =
         !stopped && backoff !== null && !(reason !== null && PERMANENT.has(reason)) && retries < backoff.maxAttempts
@@ -307,6 +363,33 @@ export function connect(options: ConnectOptions): WsdsSession {
         reconnectTimer = setTimeout(open, base / 2 + (Math.random() * base) / 2)
       }
     }
+  }
+
+  function onVerified(id: string): void {
+    connectionId = id
+    verified = true
+    retries = 0
+    if (!readySettled) {
+      readySettled = true
+      resolveReady(id)
+    }
+    for (const waiter of waiters.splice(0)) waiter.resolve(id)
+    emit('verified', id)
+  }
+
+  /** `t=<T>, s=<S>` over "wsds/1\n" T "\n" METHOD "\n" TARGET "\n" connectionId (PROTOCOL.md). */
+  async function signature(id: string, method: string, url: string | URL): Promise<string | null> {
+    const key = requestKey
+    if (key === null) return null
+    const u = new URL(url, (globalThis as { location?: { href?: string } }).location?.href)
+    u.hash = ''
+    // Origin-form as fetch sends it: the URL parser's percent-encoding, and a bare `?` kept.
+    const target = u.href.slice(u.href.indexOf('/', u.protocol.length + 2))
+    const t = Date.now()
+    // fetch upper-cases only these methods (Fetch standard, "normalize a method").
+    const m = /^(delete|get|head|options|post|put)$/i.test(method) ? method.toUpperCase() : method
+    const mac = await subtle!.sign('HMAC', key, new TextEncoder().encode(`wsds/1\n${t}\n${m}\n${target}\n${id}`))
+    return `t=${t}, s=${b64url(mac)}`
   }
 
   function whenVerified(signal: AbortSignal | null | undefined): Promise<string> {
@@ -349,7 +432,13 @@ export function connect(options: ConnectOptions): WsdsSession {
       // init.headers replaces a Request's headers in fetch(), so start from whichever fetch would use.
       const headers = new Headers(init?.headers ?? (isRequest ? input.headers : undefined))
       headers.set(header, id)
+      const method = init?.method ?? (isRequest ? input.method : 'GET')
+      const signed = await signature(id, method, isRequest ? input.url : input instanceof URL ? input.href : String(input))
+      if (signed !== null) headers.set('WSDS-Signature', signed)
       return globalThis.fetch(input, { ...init, headers })
+    },
+    async sign(method, url) {
+      return signature(await whenVerified(null), method, url)
     },
     on(event, fn) {
       const set = listeners[event] as Set<typeof fn> | undefined
@@ -427,6 +516,14 @@ function closeError(reason: RejectReason | null, opened: boolean, closeCode: num
   }
   if (!opened) return new WsdsError('ERR_CONNECT', `could not connect to ${url}`, { closeCode })
   return new WsdsError('ERR_CLOSED', `closed (${closeCode}) before verification`, { closeCode })
+}
+
+function b64url(bytes: ArrayBuffer): string {
+  return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+
+function fromB64url(text: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0))
 }
 
 function configError(option: string, value: unknown, why = 'bad value'): WsdsError {

@@ -5,6 +5,10 @@
  */
 import type { AccessRequest, DenyReason } from './access.ts'
 import type { Authenticator } from './authenticator.ts'
+import { checkRequestSignature, DEFAULT_BINDING_WINDOW_MS, type RequestMac, type RequestMacFactory, type SignatureCheck } from './binding.ts'
+import { fromBase64Url } from './encoding.ts'
+import { jsRequestMac } from './hmac-sha256.ts'
+import { createQuota, type Quota } from './quota.ts'
 import { WsdsError, isWsdsError } from './errors.ts'
 import { createDurationHistogram, type DurationHistogram } from './histogram.ts'
 import type { ConnectionRecord } from './store.ts'
@@ -12,13 +16,21 @@ import type { ConnectionRecord } from './store.ts'
 /** `enforce` refuses; `monitor` admits everything and reports what it would have done. */
 export type Mode = 'enforce' | 'monitor'
 
-export type Verdict = 'allow' | `deny:${DenyReason}` | 'deny:store-unavailable'
+/** Why a bound connection's request was refused (PROTOCOL.md, "Request binding"). */
+export type SignatureDenial = 'unsigned' | 'bad-signature' | 'stale-signature'
+
+export type Verdict =
+  | 'allow'
+  | `deny:${DenyReason}`
+  | `deny:${SignatureDenial}`
+  | 'deny:rate-limited'
+  | 'deny:store-unavailable'
 
 export interface FrontDecision {
   /** Let the request through (always true in monitor mode). */
   pass: boolean
-  /** What enforce mode answers: 200 (pass), 401 or 503. */
-  status: 200 | 401 | 503
+  /** What enforce mode answers: 200 (pass), 401, 429 (per-connection quota) or 503. */
+  status: 200 | 401 | 429 | 503
   verdict: Verdict
   /** The admitted connection, when there is one. */
   record: ConnectionRecord | null
@@ -33,6 +45,7 @@ export interface FrontDecision {
 
 export const UNAUTHORIZED_BODY = '{"error":"unauthorized"}'
 export const STORE_UNAVAILABLE_BODY = '{"error":"store-unavailable"}'
+export const RATE_LIMITED_BODY = '{"error":"rate-limited"}'
 export const VERDICT_HEADER = 'x-wsds-verdict'
 export const CONNECTION_ID_RESPONSE_HEADER = 'x-wsds-connection-id'
 export const ORIGIN_RESPONSE_HEADER = 'x-wsds-origin'
@@ -42,8 +55,10 @@ export interface Front {
   /**
    * The decision for an id the authenticator has cached as admitted, synchronously, or
    * undefined (then call `decide`). The hot path of every front: no promise, no allocation.
+   * A bound connection's admission needs the request (method, target, signature): without
+   * `request` it is undefined, and `decide` checks it.
    */
-  decideCached(connectionId: string | undefined): FrontDecision | undefined
+  decideCached(connectionId: string | undefined, request?: AccessRequest): FrontDecision | undefined
   readonly mode: Mode
   /** Decisions by verdict, plain integers for the metrics to copy at scrape time. */
   readonly decisions: Readonly<Record<string, number>>
@@ -55,7 +70,21 @@ export interface FrontOptions {
   authenticator: Authenticator
   /** Default 'enforce'. */
   mode?: Mode
+  /** How far a signature's `t` may be from now, ms (WSDS_BINDING_WINDOW_MS, default 30000). */
+  bindingWindowMs?: number
+  /**
+   * HMAC-SHA256 for bound connections' signatures. Node fronts pass node:crypto's
+   * (crypto/node-binding.ts); the default is plain JavaScript (core/hmac-sha256.ts).
+   */
+  requestMac?: RequestMacFactory
+  /** Admitted requests per second per connectionId, bursts of twice that (WSDS_ID_RATE_LIMIT); null = off (default). */
+  idRateLimit?: number | null
+  /** Clock, epoch ms (default Date.now). */
+  now?: () => number
 }
+
+/** Stands in for the request of an unbound cached admission, which reads none of it. */
+const NO_REQUEST: AccessRequest = Object.freeze({ connectionId: undefined })
 
 export function parseMode(value: string): Mode {
   if (value === 'enforce' || value === 'monitor') return value
@@ -68,12 +97,65 @@ export function createFront(options: FrontOptions): Front {
   const decisions: Record<string, number> = { allow: 0 }
   const monitor = mode === 'monitor'
   const decisionSeconds = createDurationHistogram()
+  const now = options.now ?? Date.now
+  const windowMs = options.bindingWindowMs ?? DEFAULT_BINDING_WINDOW_MS
+  if (!Number.isInteger(windowMs) || windowMs < 0) {
+    throw new WsdsError('ERR_CONFIG', `bindingWindowMs must be a non-negative integer, got ${windowMs}`)
+  }
+  const macFactory = options.requestMac ?? jsRequestMac
+  const quota: Quota | null = options.idRateLimit == null ? null : createQuota({ perSecond: options.idRateLimit })
 
-  const refuse = (status: 401 | 503, verdict: Verdict): FrontDecision => {
+  const refuse = (status: 401 | 429 | 503, verdict: Verdict, retryAfterS = 1): FrontDecision => {
     decisions[verdict] = (decisions[verdict] ?? 0) + 1
     if (monitor) return { pass: true, status, verdict, record: null, headers: { [VERDICT_HEADER]: verdict }, body: null }
-    const headers: Record<string, string> = status === 503 ? { 'retry-after': '1' } : {}
-    return { pass: false, status, verdict, record: null, headers, body: status === 503 ? STORE_UNAVAILABLE_BODY : UNAUTHORIZED_BODY }
+    if (status === 401) return { pass: false, status, verdict, record: null, headers: {}, body: UNAUTHORIZED_BODY }
+    const body = status === 503 ? STORE_UNAVAILABLE_BODY : RATE_LIMITED_BODY
+    return { pass: false, status, verdict, record: null, headers: { 'retry-after': String(retryAfterS) }, body }
+  }
+
+  // Binding step: once a connection is bound, its id alone admits nothing, in every mode
+  // (PROTOCOL.md, "Request binding"). One MAC function per record object: cached admissions
+  // hand back the same record, so a hit costs one HMAC and no key setup.
+  const macs = new WeakMap<ConnectionRecord, RequestMac | null>()
+  const macOf = (record: ConnectionRecord & { bindKey: string }): RequestMac | null => {
+    let mac = macs.get(record)
+    if (mac === undefined) {
+      const key = fromBase64Url(record.bindKey)
+      mac = key === null || key.length !== 32 ? null : macFactory(key)
+      macs.set(record, mac)
+    }
+    return mac
+  }
+  const SIGNATURE_VERDICTS: Record<Exclude<SignatureCheck, 'ok'>, Verdict> = {
+    unsigned: 'deny:unsigned',
+    malformed: 'deny:bad-signature',
+    'bad-mac': 'deny:bad-signature',
+    stale: 'deny:stale-signature',
+  }
+  const signatureVerdict = (record: ConnectionRecord, request: AccessRequest, t: number): Verdict | null => {
+    if (record.bindKey === undefined) return null
+    const mac = macOf(record as ConnectionRecord & { bindKey: string })
+    // A key we cannot read (a corrupt record) admits nobody.
+    if (mac === null) return 'deny:bad-signature'
+    const check = checkRequestSignature(
+      { connectionId: record.connectionId, method: request.method, target: request.target, signature: request.signature },
+      mac,
+      t,
+      windowMs,
+    )
+    return check === 'ok' ? null : SIGNATURE_VERDICTS[check]
+  }
+
+  /** Binding, then quota, then the allow decision. */
+  const admitChecked = (record: ConnectionRecord, request: AccessRequest): FrontDecision => {
+    const t = now()
+    const denied = signatureVerdict(record, request, t)
+    if (denied !== null) return refuse(401, denied)
+    if (quota !== null) {
+      const waitMs = quota.take(record.connectionId, t)
+      if (waitMs > 0) return refuse(429, 'deny:rate-limited', Math.max(1, Math.ceil(waitMs / 1000)))
+    }
+    return allow(record)
   }
 
   // One allow decision per record object: cache hits return the same record, so they reuse
@@ -121,13 +203,14 @@ export function createFront(options: FrontOptions): Front {
         throw err
       }
       if (!decision.admit) return refuse(401, `deny:${decision.reason}`)
-      return allow(decision.record)
+      return admitChecked(decision.record, request)
     },
-    decideCached(connectionId) {
+    decideCached(connectionId, request) {
       const started = performance.now()
       const hit = authenticator.peek(connectionId)
       if (hit === undefined) return undefined
-      const decision = allow(hit.record)
+      if (request === undefined && hit.record.bindKey !== undefined) return undefined
+      const decision = admitChecked(hit.record, request ?? NO_REQUEST)
       decisionSeconds.observe((performance.now() - started) / 1000)
       return decision
     },

@@ -3,9 +3,11 @@
  * rejected / timed out -> closed. Pure: it returns what to do and the transport does it, so
  * the ws gateway, the Lambda handlers and the tests all run the same rules.
  */
+import { parseBindOffer, type Binder, type BindingMode } from './binding.ts'
 import { checkAnswer, createChallenge } from './challenge.ts'
 import type { EngineChecks, EngineVerdict } from './engine-check.ts'
 import { constantTimeEqual, toBase64Url } from './encoding.ts'
+import { verifyPow, type Sha256 } from './pow.ts'
 import type { KeyRing } from './keyring.ts'
 import {
   CloseCode,
@@ -23,6 +25,8 @@ export type Phase = 'pending' | 'verified' | 'closed'
 export interface OutstandingChallenge {
   token: string
   expected: string
+  /** Proof-of-work difficulty the challenge asked for (docs/protocol.md); absent or 0 = none. */
+  powBits?: number
 }
 
 export interface ConnectionState {
@@ -41,6 +45,12 @@ export interface ConnectionState {
   /** When the connection fails if nothing changes; null while verified with nothing outstanding. */
   readonly deadlineAt: number | null
   readonly badFrames: number
+  /**
+   * Request binding (PROTOCOL.md, "Request binding"): the client's public key from hello
+   * (base64url), then, once verified, the derived keys. Strings, so a Lambda can keep the state
+   * as JSON. Absent: unbound.
+   */
+  readonly bind?: { clientKey: string; serverKey?: string; requestKey?: string }
 }
 
 export type LifecycleEvent =
@@ -49,13 +59,17 @@ export type LifecycleEvent =
   | { type: 'binary' }
   /** The deadline timer fired. */
   | { type: 'deadline' }
-  /** The gateway wants a fresh challenge on a verified connection. */
-  | { type: 'rechallenge' }
+  /**
+   * The gateway wants a fresh challenge on a verified connection (periodic or an operator's).
+   * `powBits` raises the proof of work of that one challenge above the context's.
+   * Ignored while a challenge is outstanding: a second one must not move the deadline.
+   */
+  | { type: 'rechallenge'; powBits?: number }
 
 export type Action =
   | { type: 'send'; message: ServerMessage }
   /** Mark the record verified; the transport completes this before the actions after it. */
-  | { type: 'persist-verified' }
+  | { type: 'persist-verified'; bindKey?: string }
   | { type: 'close'; code: number; reason: string }
   /** (Re)arm the deadline timer for epoch ms `at`, or clear it (null). */
   | { type: 'timer'; at: number | null }
@@ -64,7 +78,9 @@ export interface Transition {
   state: ConnectionState
   actions: Action[]
   /** Set when the connection ends, for logs and metrics. */
-  outcome?: RejectReason | 'verified' | 'too-many-bad-frames'
+  outcome?: RejectReason | 'verified' | 'too-many-bad-frames' | 'bad-pow'
+  /** An answer carried valid proof of work: its difficulty and the solve time the client reported. */
+  pow?: { bits: number; solveMs: number | null }
   /** Engine-check verdict of the answer just judged, when its challenge drew one (metrics). */
   engine?: EngineVerdict
 }
@@ -77,6 +93,17 @@ export interface LifecycleContext {
   timeoutMs: number
   /** Bad frames tolerated before close 4400 (PROTOCOL.md: at least 3, at most 10). */
   maxBadFrames?: number
+  /**
+   * Proof-of-work difficulty for a challenge issued now, bits (default 0 = none). Needs
+   * `sha256`: without a hash to check the work, no work is asked for.
+   */
+  powBits?: number
+  /** SHA-256, injected so core stays pure; the gateway passes node:crypto's. */
+  sha256?: Sha256
+  /** WSDS_BINDING (default 'optional'). */
+  binding?: BindingMode
+  /** Derives a bound connection's keys; without one, `bind` is ignored as under 'off'. */
+  binder?: Binder
   /** Forms this deployment allows (WSDS_CHALLENGE_FORMS; default DEFAULT_FORMS). */
   forms?: readonly ChallengeForm[]
   /** Engine checks (WSDS_ENGINE_CHECKS) with the adapter's HTML parser; absent: off. */
@@ -134,20 +161,23 @@ function reject(state: ConnectionState, reason: RejectReason, prefix: Action[] =
   }
 }
 
-function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[]): Transition {
+function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[], minPowBits = 0): Transition {
   const keySet = ctx.keyRing.resolve(keySetId)
   if (keySet === null) return reject(state, 'stale-keyset', prefix)
   const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random, form: state.form ?? 'code', engine: ctx.engine })
   const token = newId(ctx.random)
   const expiresInMs = Math.max(0, deadlineAt - ctx.now)
+  // Proof of work is a field of its own, independent of the challenge's form (docs/protocol.md).
+  const powBits = ctx.sha256 === undefined ? 0 : Math.max(ctx.powBits ?? 0, minPowBits)
+  const pow = powBits > 0 ? { pow: { alg: 'sha256' as const, bits: powBits } } : {}
   return {
-    state: { ...state, keySetId, outstanding: { token, expected: challenge.expected }, deadlineAt },
+    state: { ...state, keySetId, outstanding: { token, expected: challenge.expected, ...(powBits > 0 ? { powBits } : {}) }, deadlineAt },
     actions: [
       ...prefix,
       send(
         challenge.form === 'program'
-          ? { type: 'challenge', token, form: 'program', program: challenge.program, expiresInMs }
-          : { type: 'challenge', token, code: challenge.code, expiresInMs },
+          ? { type: 'challenge', token, form: 'program', program: challenge.program, expiresInMs, ...pow }
+          : { type: 'challenge', token, code: challenge.code, expiresInMs, ...pow },
       ),
       { type: 'timer', at: deadlineAt },
     ],
@@ -178,8 +208,8 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       if (state.deadlineAt === null || ctx.now < state.deadlineAt) return { state, actions: [] }
       return reject(state, 'timeout')
     case 'rechallenge':
-      if (state.phase !== 'verified' || state.keySetId === null) return { state, actions: [] }
-      return issueChallenge(state, ctx, state.keySetId, ctx.now + ctx.timeoutMs, [])
+      if (state.phase !== 'verified' || state.keySetId === null || state.outstanding !== null) return { state, actions: [] }
+      return issueChallenge(state, ctx, state.keySetId, ctx.now + ctx.timeoutMs, [], event.powBits)
     case 'text':
       break
   }
@@ -192,12 +222,22 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
     case 'hello': {
       if (state.helloSeen) return badMessage(state, ctx, 'hello was already received on this connection')
       if (message.v !== PROTOCOL_VERSION) return reject(state, 'unsupported-version')
+      let seen: ConnectionState = { ...state, helloSeen: true }
+      const bindingMode = ctx.binder === undefined ? 'off' : (ctx.binding ?? 'optional')
+      // A refused binding ends the handshake before it starts: no `connection` frame.
+      if (bindingMode !== 'off') {
+        if (message.bind !== undefined) {
+          const clientKey = parseBindOffer(message.bind)
+          if (clientKey === null) return reject(seen, 'bad-binding')
+          seen = { ...seen, bind: { clientKey } }
+        } else if (bindingMode === 'required') return reject(seen, 'binding-required')
+      }
       const connection = send({ type: 'connection', connectionId: state.connectionId })
       // The first form the client prefers that this deployment allows (PROTOCOL.md, "Challenge forms").
       const allowed = ctx.forms ?? DEFAULT_FORMS
       const form = (message.forms ?? ['code']).find((f) => allowed.includes(f))
-      if (form === undefined) return reject({ ...state, helloSeen: true }, 'unsupported-form', [connection])
-      const seen = { ...state, helloSeen: true, form }
+      if (form === undefined) return reject(seen, 'unsupported-form', [connection])
+      seen = { ...seen, form }
       const keySet = ctx.keyRing.resolve(message.keySet)
       if (keySet === null) return reject(seen, 'stale-keyset', [connection])
       if (state.deadlineAt !== null && ctx.now >= state.deadlineAt) return reject(seen, 'timeout', [connection])
@@ -207,16 +247,37 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
       const outstanding = state.outstanding
       // Any token but the outstanding one, on any phase, is fatal: a real client never sends it.
       if (outstanding === null || !constantTimeEqual(message.token, outstanding.token)) return reject(state, 'bad-token')
+      // The work is checked first: it costs one hash, the answer check more.
+      let pow: Transition['pow']
+      if (outstanding.powBits !== undefined && outstanding.powBits > 0) {
+        const work = ctx.sha256 === undefined ? null : verifyPow(outstanding.token, outstanding.powBits, message.pow, ctx.sha256)
+        // On the wire it is `wrong-answer` (PROTOCOL.md: it covers every other mismatch); metrics say why.
+        if (work === null || !work.ok) return { ...reject(state, 'wrong-answer'), outcome: 'bad-pow' }
+        pow = { bits: outstanding.powBits, solveMs: work.solveMs }
+      }
       const check = checkAnswer(outstanding.expected, message.result, ctx.engine?.mode === 'enforce')
       const engine = check.engine === undefined ? {} : { engine: check.engine }
       if (!check.ok) return { ...reject(state, check.reason), ...engine }
+      // The ECDH derivation runs only for a correct answer, so failed challenges cost none.
+      let bind = state.bind
+      if (bind !== undefined && bind.requestKey === undefined) {
+        const derived = ctx.binder?.(bind.clientKey, state.connectionId) ?? null
+        if (derived === null) return reject(state, 'bad-binding')
+        bind = { clientKey: bind.clientKey, ...derived }
+      }
+      // A re-verification keeps the key: signed requests in flight stay valid.
+      const verified: ServerMessage =
+        bind?.serverKey !== undefined
+          ? { type: 'verified', connectionId: state.connectionId, bind: { key: bind.serverKey } }
+          : { type: 'verified', connectionId: state.connectionId }
       return {
         ...engine,
-        state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null },
+        ...(pow !== undefined ? { pow } : {}),
+        state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null, ...(bind !== undefined ? { bind } : {}) },
         actions: [
           { type: 'timer', at: null },
-          { type: 'persist-verified' },
-          send({ type: 'verified', connectionId: state.connectionId }),
+          bind?.requestKey !== undefined ? { type: 'persist-verified', bindKey: bind.requestKey } : { type: 'persist-verified' },
+          send(verified),
         ],
         outcome: 'verified',
       }

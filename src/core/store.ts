@@ -17,6 +17,12 @@ export interface ConnectionRecord {
   verifiedAt?: number
   /** Node that owns the socket; the one that renews the lease. */
   nodeId?: string
+  /**
+   * K_req of a bound connection, base64url (PROTOCOL.md, "Request binding"): set when it is
+   * verified, so every node's authenticator can check its requests' signatures. A secret for
+   * the connection's lifetime: whoever can read the store can sign for that connection.
+   */
+  bindKey?: string
   /** Epoch ms after which the record is dead even if still stored (PROTOCOL.md, Revocation). */
   expiresAt: number
 }
@@ -44,6 +50,14 @@ export interface Store {
   onStatus(listener: (status: StoreStatus, error?: unknown) => void): () => void
   /** Releases connections and timers. */
   close(): Promise<void>
+  /**
+   * Optional: delivers an operations message (docs/protocol.md, "Step-up": operator
+   * re-challenges) to every node that shares the store, this one included, at most once
+   * each and best effort. Stores without a feed (DynamoDB) leave it out.
+   */
+  broadcast?(message: string): Promise<void>
+  /** Optional, with `broadcast`: subscribes to those messages; returns the unsubscribe function. */
+  onBroadcast?(listener: (message: string) => void): () => void
 }
 
 /** A small listener set, shared by store adapters. */

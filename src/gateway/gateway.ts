@@ -4,11 +4,14 @@
  * Rejection happens in the HTTP 'upgrade' event, before any socket exists (ws README,
  * "Client authentication"), so a refused page costs no WebSocket at all.
  */
+import * as cryptoModule from 'node:crypto'
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
+import type { Binder, BindingMode } from '../core/binding.ts'
 import { WsdsError } from '../core/errors.ts'
+import { createNodeBinder } from '../crypto/node-binding.ts'
 import type { KeyRing } from '../core/keyring.ts'
 import {
   DEFAULT_TIMEOUT_MS,
@@ -22,11 +25,15 @@ import {
   type Transition,
 } from '../core/lifecycle.ts'
 import { browserFamily, type EngineChecks } from '../core/engine-check.ts'
+import { matchesTarget, type RechallengeRequest } from '../core/operations.ts'
+import type { PowPolicy } from '../core/pow-policy.ts'
+import { isPowBits } from '../core/pow.ts'
 import { CloseCode, encodeServerMessage, type ChallengeForm } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
 import { createOriginPolicy } from './origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
+import { createRechallengeTimer } from './rechallenge-timer.ts'
 import { createGatewayStats, type BrowserFamily, type GatewayStats, type RefusalReason } from './stats.ts'
 
 export interface GatewayOptions {
@@ -48,6 +55,14 @@ export interface GatewayOptions {
   rateLimiter?: RateLimiter | null
   /** Believe X-Forwarded-For for the client address (default false). */
   trustProxy?: boolean
+  /** Re-challenge every verified connection at this interval, ms (default null = off; jitter 10%). */
+  rechallengeMs?: number | null
+  /** Proof-of-work difficulty per challenge (docs/protocol.md, "Proof of work"); null = none. */
+  powPolicy?: PowPolicy | null
+  /** WSDS_BINDING (default 'optional'; PROTOCOL.md, "Request binding"). */
+  binding?: BindingMode
+  /** Request-binding key derivation (default node:crypto's, crypto/node-binding.ts). */
+  binder?: Binder
   /** Name of this node, stored in records it owns (default: random). */
   nodeId?: string
   random?: RandomSource
@@ -68,8 +83,13 @@ export interface GatewayLogger {
 export interface Gateway {
   /** Handles an HTTP upgrade; false when the path is not the gateway's (caller decides). */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean
-  /** Sends a fresh challenge to a verified connection (PROTOCOL.md: re-verification). */
-  rechallenge(connectionId: string): boolean
+  /**
+   * Sends a fresh challenge to a verified connection (PROTOCOL.md: re-verification); false
+   * when the id is not a verified connection of this node. `powBits` raises its proof of work.
+   */
+  rechallenge(connectionId: string, options?: { powBits?: number }): boolean
+  /** Re-challenges every verified connection of this node that the request targets; returns how many. */
+  rechallengeMatching(request: RechallengeRequest): number
   readonly stats: GatewayStats
   readonly openConnections: number
   readonly verifiedConnections: number
@@ -125,6 +145,14 @@ export function refuseUpgrade(socket: Duplex, status: number, error: string): vo
   socket.destroy()
 }
 
+/**
+ * SHA-256 for the proof-of-work check: node:crypto's one-shot `hash` where Node has it
+ * (20.12+), which skips the Hash object, else createHash.
+ */
+const oneShotHash = (cryptoModule as { hash?: (alg: string, data: Uint8Array, encoding: 'buffer') => Buffer }).hash
+export const powHash: (data: Uint8Array) => Uint8Array =
+  typeof oneShotHash === 'function' ? (data) => oneShotHash('sha256', data, 'buffer') : (data) => createHash('sha256').update(data).digest()
+
 /** A log-safe stand-in for a connection id: enough to correlate lines, useless to replay. */
 export function shortHash(id: string): string {
   return createHash('sha256').update(id).digest('base64url').slice(0, 10)
@@ -162,6 +190,23 @@ export function createGateway(options: GatewayOptions): Gateway {
   const origins = createOriginPolicy(options.allowedOrigins)
   const stats = createGatewayStats()
   const conns = new Map<string, Conn>()
+  const powPolicy = options.powPolicy ?? null
+  // Sockets still in their handshake: the load signal of the proof-of-work policy, kept as a
+  // set because counting phases on demand would cost a scan per challenge.
+  const handshaking = new Set<string>()
+  const sha256 = powHash
+  const rechallengeMs = options.rechallengeMs ?? null
+  if (rechallengeMs !== null) positiveInt('rechallengeMs', rechallengeMs, 100)
+  const rechallenger =
+    rechallengeMs === null
+      ? null
+      : createRechallengeTimer({
+          intervalMs: rechallengeMs,
+          now,
+          onDue: (ids) => {
+            for (const id of ids) rechallengeConn(conns.get(id), 'periodic')
+          },
+        })
   let closing = false
   const pendingDeletes = new Set<Promise<void>>()
 
@@ -170,7 +215,24 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   const forms = options.challengeForms
   const engine = options.engineChecks
-  const ctx = (): LifecycleContext => ({ now: now(), keyRing, random, timeoutMs, forms, engine })
+  const binding = options.binding ?? 'optional'
+  const binder = options.binder ?? createNodeBinder()
+  const ctx = (conn?: Conn): LifecycleContext => {
+    const c: LifecycleContext = { now: now(), keyRing, random, timeoutMs, binding, binder, forms, engine }
+    if (conn === undefined) return c
+    // The hash is always there, so an operator can ask for work even with WSDS_POW_BITS=0.
+    c.sha256 = sha256
+    if (powPolicy !== null) c.powBits = powPolicy.bitsFor(conn.remote, handshaking.size)
+    return c
+  }
+
+  function rechallengeConn(conn: Conn | undefined, trigger: 'periodic' | 'operator', powBits?: number): boolean {
+    if (powBits !== undefined && !isPowBits(powBits)) throw new WsdsError('ERR_CONFIG', `powBits must be an integer in [0, 32], got ${powBits}`)
+    if (conn === undefined || conn.state.phase !== 'verified' || conn.state.outstanding !== null) return false
+    stats.rechallenges[trigger]++
+    dispatch(conn, powBits === undefined ? { type: 'rechallenge' } : { type: 'rechallenge', powBits })
+    return true
+  }
 
   const refuse = (socket: Duplex, status: number, reason: RefusalReason, fields: Record<string, unknown>) => {
     stats.upgradesRefused[reason]++
@@ -252,6 +314,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     })
     const conn: Conn = { ws, remote, family, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
     conns.set(record.connectionId, conn)
+    handshaking.add(record.connectionId)
+    powPolicy?.recordUpgrade(remote)
     run(conn, opened)
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!spend(conn)) {
@@ -291,7 +355,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       conn.backlog.push(event)
       return
     }
-    run(conn, transition(conn.state, event, ctx()))
+    run(conn, transition(conn.state, event, ctx(conn)))
   }
 
   function run(conn: Conn, result: Transition): void {
@@ -299,6 +363,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     if (result.engine !== undefined) stats.engineChecks[conn.family][result.engine]++
     if (result.outcome !== undefined) {
       stats.outcomes[result.outcome]++
+      stepUp(conn, result)
       if (result.outcome !== 'verified') {
         // One line per rejection; the id only as a short hash, never the token or answer.
         logger?.warn({ event: 'rejected', reason: result.outcome, remote: conn.remote, conn: shortHash(conn.record.connectionId) }, 'connection rejected')
@@ -308,17 +373,37 @@ export function createGateway(options: GatewayOptions): Gateway {
     for (let i = 0; i < actions.length; i++) {
       const action = actions[i]!
       if (action.type === 'persist-verified') {
-        persistThen(conn, actions.slice(i + 1))
+        persistThen(conn, actions.slice(i + 1), action.bindKey)
         return
       }
       act(conn, action)
     }
   }
 
+  /** Re-challenge schedule, proof-of-work escalation and metrics after an outcome. */
+  function stepUp(conn: Conn, result: Transition): void {
+    const id = conn.record.connectionId
+    if (result.outcome === 'verified') {
+      handshaking.delete(id)
+      rechallenger?.schedule(id)
+      if (result.pow !== undefined) {
+        stats.powSolved++
+        if (result.pow.solveMs !== null) stats.powSolveSeconds.observe(result.pow.solveMs / 1000)
+      }
+    } else {
+      rechallenger?.cancel(id)
+      powPolicy?.recordFailure(conn.remote)
+    }
+  }
+
   function act(conn: Conn, action: Exclude<Action, { type: 'persist-verified' }>): void {
     switch (action.type) {
       case 'send':
-        if (action.message.type === 'challenge') stats.challengesIssued++
+        if (action.message.type === 'challenge') {
+          stats.challengesIssued++
+          const bits = action.message.pow?.bits
+          if (bits !== undefined) stats.powIssued[bits] = (stats.powIssued[bits] ?? 0) + 1
+        }
         if (action.message.type === 'error') stats.badFrames++
         if (conn.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
           // A client that sends but never reads would make us hold its replies forever.
@@ -341,12 +426,14 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   /** Writes the verified record, then sends what follows (`verified`), replaying any backlog. */
-  function persistThen(conn: Conn, rest: Action[]): void {
+  function persistThen(conn: Conn, rest: Action[], bindKey: string | undefined): void {
     conn.backlog = []
     const t = now()
     // Re-verifications are not handshakes: only the first verification is timed.
     const firstVerification = conn.record.status === 'pending'
     conn.record = { ...conn.record, status: 'verified', verifiedAt: t, expiresAt: t + leaseMs }
+    // K_req goes with the record, so every node's authenticator can check signatures.
+    if (bindKey !== undefined) conn.record.bindKey = bindKey
     store.put(conn.record, { ttlMs: leaseMs }).then(
       () => {
         if (conn.state.phase !== 'closed' && conns.has(conn.record.connectionId)) {
@@ -385,6 +472,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     conn.timer = null
     const id = conn.record.connectionId
     if (conns.get(id) === conn) conns.delete(id)
+    handshaking.delete(id)
+    rechallenger?.cancel(id)
     conn.state = { ...conn.state, phase: 'closed' }
     conn.backlog = null
     stats.closed++
@@ -432,11 +521,19 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   return {
     handleUpgrade,
-    rechallenge(id) {
-      const conn = conns.get(id)
-      if (conn === undefined || conn.state.phase !== 'verified') return false
-      dispatch(conn, { type: 'rechallenge' })
-      return true
+    rechallenge(id, opts) {
+      return rechallengeConn(conns.get(id), 'operator', opts?.powBits)
+    },
+    rechallengeMatching(request) {
+      const target = request.target
+      if ('connectionId' in target) return rechallengeConn(conns.get(target.connectionId), 'operator', request.powBits) ? 1 : 0
+      let n = 0
+      // A snapshot: dispatching may close sockets (and change the map) as we go.
+      for (const conn of [...conns.values()]) {
+        const who = { connectionId: conn.record.connectionId, address: conn.remote, origin: conn.record.origin }
+        if (matchesTarget(target, who) && rechallengeConn(conn, 'operator', request.powBits)) n++
+      }
+      return n
     },
     stats,
     get openConnections() {
@@ -451,6 +548,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     nodeId,
     async close() {
       closing = true
+      rechallenger?.stop()
       clearInterval(leaseTimer)
       if (heartbeat !== null) clearInterval(heartbeat)
       const closed = [...conns.values()].map(

@@ -8,7 +8,8 @@ import type { EngineVerdict } from '../core/engine-check.ts'
 import type { RejectReason } from '../core/protocol.ts'
 
 export type RefusalReason = 'origin' | 'rate-limit' | 'store-unavailable' | 'shutting-down'
-export type Outcome = RejectReason | 'verified' | 'too-many-bad-frames'
+/** `bad-pow`: missing or insufficient proof of work, sent as `wrong-answer` on the wire. */
+export type Outcome = RejectReason | 'verified' | 'too-many-bad-frames' | 'bad-pow'
 
 export interface GatewayStats {
   upgradesAccepted: number
@@ -25,6 +26,14 @@ export interface GatewayStats {
   handshakeSeconds: DurationHistogram
   /** Engine-check verdicts by browser family from the User-Agent (docs/protocol.md, "Engine checks"). */
   engineChecks: Record<BrowserFamily, Record<EngineVerdict, number>>
+  /** Re-challenges sent to verified connections, by what asked for them. */
+  rechallenges: { periodic: number; operator: number }
+  /** Challenges that asked for proof of work, by difficulty (bits). */
+  powIssued: Record<number, number>
+  /** Answers with valid proof of work. */
+  powSolved: number
+  /** Solve times the clients reported (answer.pow.ms): untrusted, for dashboards only. */
+  powSolveSeconds: DurationHistogram
 }
 
 export type BrowserFamily = 'chromium' | 'firefox' | 'safari' | 'other'
@@ -47,6 +56,7 @@ export function createGatewayStats(): GatewayStats {
       'binding-required': 0,
       'unsupported-form': 0,
       'too-many-bad-frames': 0,
+      'bad-pow': 0,
     },
     badFrames: 0,
     oversizedFrames: 0,
@@ -55,5 +65,9 @@ export function createGatewayStats(): GatewayStats {
     storeErrors: 0,
     handshakeSeconds: createDurationHistogram(),
     engineChecks: { chromium: verdicts(), firefox: verdicts(), safari: verdicts(), other: verdicts() },
+    rechallenges: { periodic: 0, operator: 0 },
+    powIssued: {},
+    powSolved: 0,
+    powSolveSeconds: createDurationHistogram([0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16]),
   }
 }

@@ -8,7 +8,9 @@
  *   app.get('/api/me', (req, res) => res.json(req.wsds))
  */
 import type { NextFunction, Request, Response } from 'express'
-import { connectionIdOf, sendRefusal } from '../proxy/http-auth.ts'
+import { SIGNATURE_HEADER, type AccessRequest } from '../core/access.ts'
+import { nodeRequestMac } from '../crypto/node-binding.ts'
+import { connectionIdOf, headerOf, sendRefusal } from '../proxy/http-auth.ts'
 import {
   connectionOf,
   createGuard,
@@ -45,8 +47,17 @@ export type WsdsExpressMiddleware = ((req: Request, res: Response, next: NextFun
 
 /** Creates the middleware; throws `ERR_CONFIG` naming a bad option. */
 export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
-  const guard = createGuard(options)
+  const guard = createGuard(options, [], nodeRequestMac)
   const onReject = options.onReject
+  // What binding signs: the method and the request-target as the client sent it (originalUrl,
+  // before any mount path is stripped; PROTOCOL.md, "Request binding").
+  const requestOf = (req: Request, connectionId: string | undefined): AccessRequest => ({
+    connectionId,
+    method: req.method,
+    target: req.originalUrl,
+    signature: headerOf(req, SIGNATURE_HEADER),
+    remoteAddress: req.ip ?? req.socket.remoteAddress,
+  })
 
   const pass = (req: Request, decision: FrontDecision, next: NextFunction): void => {
     // x-wsds-* come only from us: a client must not hand the handler its own verdict or id.
@@ -55,10 +66,18 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
     next()
   }
 
-  async function decideAndAnswer(req: Request, res: Response, next: NextFunction, connectionId: string | undefined): Promise<void> {
+  async function decideAndAnswer(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    connectionId: string | undefined,
+    decided?: FrontDecision,
+  ): Promise<void> {
     let decision: FrontDecision
     try {
-      decision = await guard.decide({ connectionId, method: req.method, target: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress })
+      // A refusal the cache already decided (a bad signature, the quota) is answered as is:
+      // deciding again would count it twice.
+      decision = decided ?? (await guard.decide(requestOf(req, connectionId)))
       if (!decision.pass) {
         if (onReject !== undefined) {
           const handled = await onReject(req, res, decision)
@@ -78,9 +97,9 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   // handlers to the one an async middleware returns, on every request.
   function middleware(req: Request, res: Response, next: NextFunction): void | Promise<void> {
     const connectionId = connectionIdOf(req, guard.header)
-    const cached = guard.decideCached(connectionId)
-    if (cached !== undefined) return pass(req, cached, next)
-    return decideAndAnswer(req, res, next, connectionId)
+    const cached = guard.decideCached(connectionId, req.headers[SIGNATURE_HEADER] !== undefined ? requestOf(req, connectionId) : undefined)
+    if (cached?.pass === true) return pass(req, cached, next)
+    return decideAndAnswer(req, res, next, connectionId, cached)
   }
 
   return Object.assign(middleware, handleOf(guard))

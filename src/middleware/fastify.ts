@@ -11,6 +11,8 @@
  * only those routes. The store it opened is closed by `app.close()`.
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import { SIGNATURE_HEADER, type AccessRequest } from '../core/access.ts'
+import { nodeRequestMac } from '../crypto/node-binding.ts'
 import {
   connectionOf,
   createGuard,
@@ -49,7 +51,15 @@ export interface WsdsFastifyOptions extends WsdsMiddlewareOptions {
 const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers']
 
 async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promise<void> {
-  const guard = createGuard(options, REGISTER_OPTIONS)
+  const guard = createGuard(options, REGISTER_OPTIONS, nodeRequestMac)
+  // request.url is the request-target as sent, whatever prefix the plugin is registered under.
+  const requestOf = (request: FastifyRequest, connectionId: string | undefined): AccessRequest => ({
+    connectionId,
+    method: request.method,
+    target: request.url,
+    signature: firstValue(request.headers[SIGNATURE_HEADER]),
+    remoteAddress: request.ip,
+  })
   const onReject = options.onReject
   app.addHook('onClose', () => guard.close())
   if (!app.hasRequestDecorator('wsds')) app.decorateRequest('wsds', undefined)
@@ -62,8 +72,14 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
     request.wsds = connectionOf(decision)
   }
 
-  const decideAndAnswer = async (request: FastifyRequest, reply: FastifyReply, connectionId: string | undefined): Promise<unknown> => {
-    const decision = await guard.decide({ connectionId, method: request.method, target: request.url, remoteAddress: request.ip })
+  const decideAndAnswer = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    connectionId: string | undefined,
+    decided?: FrontDecision,
+  ): Promise<unknown> => {
+    // A refusal the cache already decided (a bad signature, the quota) is not decided twice.
+    const decision = decided ?? (await guard.decide(requestOf(request, connectionId)))
     if (decision.pass) return pass(request, decision)
     if (onReject !== undefined) {
       const handled = await onReject(request, reply, decision)
@@ -76,13 +92,13 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   // Fastify a promise and its resolution on every request); anything else is async.
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
     const connectionId = firstValue(request.headers[guard.header])
-    const cached = guard.decideCached(connectionId)
-    if (cached !== undefined) {
+    const cached = guard.decideCached(connectionId, request.headers[SIGNATURE_HEADER] !== undefined ? requestOf(request, connectionId) : undefined)
+    if (cached?.pass === true) {
       pass(request, cached)
       done()
       return
     }
-    decideAndAnswer(request, reply, connectionId).then(
+    decideAndAnswer(request, reply, connectionId, cached).then(
       (answered) => {
         if (answered !== reply) done()
       },

@@ -13,6 +13,7 @@
  */
 import type { Context, Handler, Input, MiddlewareHandler, Next } from 'hono'
 import type { BlankInput, HandlerResponse } from 'hono/types'
+import { SIGNATURE_HEADER, type AccessRequest } from '../core/access.ts'
 import {
   OWN_HEADERS,
   connectionOf,
@@ -127,6 +128,21 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     else if (sentOwnHeader(c, node)) label(c, NONE)
   }
 
+  const signatureOf = (c: Context, node: NodeHeaders | undefined): string | undefined =>
+    node !== undefined ? firstValue(node[SIGNATURE_HEADER]) : c.req.header(SIGNATURE_HEADER)
+  // What binding signs: method and request-target as sent (PROTOCOL.md, "Request binding").
+  const requestOf = (c: Context, node: NodeHeaders | undefined, connectionId: string | undefined): AccessRequest => ({
+    connectionId,
+    method: c.req.method,
+    target: targetOf(c.req.url),
+    signature: signatureOf(c, node),
+  })
+  /** The cached decision, if any; a bound id's request is read only when it is signed. */
+  const cachedDecision = (c: Context, node: NodeHeaders | undefined, connectionId: string | undefined): FrontDecision | undefined => {
+    const signed = signatureOf(c, node) !== undefined
+    return guard.decideCached(connectionId, signed ? requestOf(c, node, connectionId) : undefined)
+  }
+
   const idOf = (c: Context, node: NodeHeaders | undefined): string | undefined => (node !== undefined ? firstValue(node[guard.header]) : c.req.header(guard.header))
 
   /** The store read, then the handler or the refusal. */
@@ -135,8 +151,10 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     node: NodeHeaders | undefined,
     connectionId: string | undefined,
     then: () => T,
+    decided?: FrontDecision,
   ): Promise<Awaited<T> | Response | undefined> => {
-    const decision = await guard.decide({ connectionId, method: c.req.method, target: targetOf(c.req.url) })
+    // A refusal the cache already decided (a bad signature, the quota) is not decided twice.
+    const decision = decided ?? (await guard.decide(requestOf(c, node, connectionId)))
     if (decision.pass) {
       admit(c, decision, node)
       return await then()
@@ -145,19 +163,19 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
       const answer = await onReject(c, decision)
       if (answer instanceof Response) return answer
     }
-    return c.body(decision.body ?? '{}', decision.status as 401 | 503, refusalHeaders(decision))
+    return c.body(decision.body ?? '{}', decision.status as 401 | 429 | 503, refusalHeaders(decision))
   }
 
   // Not async: a cached admission returns next()'s own promise instead of wrapping it.
   const middleware: MiddlewareHandler<WsdsEnv> = (c, next) => {
     const node = nodeHeadersOf(c)
     const connectionId = idOf(c, node)
-    const cached = guard.decideCached(connectionId)
-    if (cached !== undefined) {
+    const cached = cachedDecision(c, node, connectionId)
+    if (cached?.pass === true) {
       admit(c, cached, node)
       return next()
     }
-    return decideThen(c, node, connectionId, next) as Promise<Response | void>
+    return decideThen(c, node, connectionId, next, cached) as Promise<Response | void>
   }
 
   const protect: WsdsHonoMiddleware['protect'] = (handler) => (c, next: Next) => {
@@ -165,12 +183,12 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     const own = c as unknown as Context<WsdsEnv>
     const node = nodeHeadersOf(c)
     const connectionId = idOf(c, node)
-    const cached = guard.decideCached(connectionId)
-    if (cached !== undefined) {
+    const cached = cachedDecision(c, node, connectionId)
+    if (cached?.pass === true) {
       admit(own, cached, node)
       return handler(c, next)
     }
-    return decideThen(own, node, connectionId, () => handler(c, next)) as Promise<Response>
+    return decideThen(own, node, connectionId, () => handler(c, next), cached) as Promise<Response>
   }
 
   return Object.assign(middleware, handleOf(guard), { protect })

@@ -6,6 +6,7 @@
  */
 import { CONNECTION_ID_HEADER, type AccessRequest } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
+import type { RequestMacFactory } from '../core/binding.ts'
 import { WsdsError } from '../core/errors.ts'
 import {
   CONNECTION_ID_RESPONSE_HEADER,
@@ -46,6 +47,14 @@ export interface WsdsMiddlewareOptions {
   header?: string
   /** 'enforce' (default) refuses; 'monitor' admits all and labels `x-wsds-verdict`. */
   mode?: Mode
+  /**
+   * How far a bound connection's signature time may be from now, ms (the gateway's
+   * WSDS_BINDING_WINDOW_MS, default 30000). Bound connections are always checked
+   * (PROTOCOL.md, "Request binding"): their id alone admits nothing.
+   */
+  bindingWindowMs?: number
+  /** Admitted requests per second per connectionId, bursts of twice that (WSDS_ID_RATE_LIMIT); default off. */
+  idRateLimit?: number
 }
 
 /** The verified connection a handler sees (`req.wsds`, `request.wsds`, `c.get('wsds')`). */
@@ -79,8 +88,11 @@ export interface WsdsGuard extends WsdsHandle {
   /** Lower-cased name of the id header. */
   readonly header: string
   decide(request: AccessRequest): Promise<FrontDecision>
-  /** A cached admission, synchronously (no promise on the hot path), or undefined: then `decide`. */
-  decideCached(connectionId: string | undefined): FrontDecision | undefined
+  /**
+   * A cached decision, synchronously (no promise on the hot path), or undefined: then `decide`.
+   * A bound connection needs `request` (method, target, signature).
+   */
+  decideCached(connectionId: string | undefined, request?: AccessRequest): FrontDecision | undefined
 }
 
 /** Prefix of the request headers WSDS sets; the id header may not use it. */
@@ -112,7 +124,7 @@ export function labelNodeHeaders(headers: Record<string, string | string[] | und
 // RFC 9110 token: what a header field name may be.
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const STORE_URL_RE = /^(redis|rediss|dynamodb):\/\//
-const KNOWN = new Set(['store', 'storeUrl', 'storePrefix', 'cacheTtlMs', 'header', 'mode', 'onReject'])
+const KNOWN = new Set(['store', 'storeUrl', 'storePrefix', 'cacheTtlMs', 'header', 'mode', 'bindingWindowMs', 'idRateLimit', 'onReject'])
 
 const bad = (option: string, value: unknown, why: string): never => {
   const shown = typeof value === 'function' ? 'a function' : typeof value === 'string' ? JSON.stringify(value) : String(value)
@@ -171,6 +183,14 @@ export function validateOptions(options: WsdsMiddlewareOptions & { onReject?: un
   }
   const mode = options.mode
   if (mode !== undefined && mode !== 'enforce' && mode !== 'monitor') bad('mode', mode, 'must be enforce or monitor')
+  const window = options.bindingWindowMs
+  if (window !== undefined && (typeof window !== 'number' || !Number.isInteger(window) || window < 0)) {
+    bad('bindingWindowMs', window, 'must be a non-negative whole number of milliseconds')
+  }
+  const idRate = options.idRateLimit
+  if (idRate !== undefined && (typeof idRate !== 'number' || !Number.isFinite(idRate) || idRate <= 0)) {
+    bad('idRateLimit', idRate, 'must be a positive number of requests per second')
+  }
   if (options.onReject !== undefined && typeof options.onReject !== 'function') bad('onReject', options.onReject, 'must be a function')
 }
 
@@ -225,8 +245,16 @@ async function openStoreUrl(url: string, prefix: string): Promise<Store> {
   return opened.store
 }
 
-/** Options in, a decision function out. Throws ERR_CONFIG naming the bad option. */
-export function createGuard(options: WsdsMiddlewareOptions & { onReject?: unknown }, foreign: readonly string[] = []): WsdsGuard {
+/**
+ * Options in, a decision function out. Throws ERR_CONFIG naming the bad option. `requestMac`:
+ * the Node adapters pass node:crypto's HMAC; without it the front uses plain JavaScript, so
+ * the Hono adapter stays free of node:*.
+ */
+export function createGuard(
+  options: WsdsMiddlewareOptions & { onReject?: unknown },
+  foreign: readonly string[] = [],
+  requestMac?: RequestMacFactory,
+): WsdsGuard {
   validateOptions(options, foreign)
   const header = (options.header ?? CONNECTION_ID_HEADER).toLowerCase()
   const opening = options.store !== undefined ? null : openStoreUrl(options.storeUrl!, options.storePrefix ?? 'wsds:')
@@ -235,14 +263,20 @@ export function createGuard(options: WsdsMiddlewareOptions & { onReject?: unknow
   // (the server picks the same default for the same reason).
   const cacheTtlMs = options.cacheTtlMs ?? (options.storeUrl?.startsWith('dynamodb:') ? 5000 : 300_000)
   const authenticator: Authenticator = createAuthenticator({ store, cacheTtlMs })
-  const front = createFront({ authenticator, mode: options.mode ?? 'enforce' })
+  const front = createFront({
+    authenticator,
+    mode: options.mode ?? 'enforce',
+    ...(options.bindingWindowMs !== undefined ? { bindingWindowMs: options.bindingWindowMs } : {}),
+    ...(requestMac !== undefined ? { requestMac } : {}),
+    idRateLimit: options.idRateLimit ?? null,
+  })
   let closing: Promise<void> | null = null
   return {
     header,
     front,
     cacheTtlMs,
     decide: (request) => front.decide(request),
-    decideCached: (connectionId) => front.decideCached(connectionId),
+    decideCached: (connectionId, request) => front.decideCached(connectionId, request),
     async ready() {
       if (opening !== null) await opening
     },

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
+import type { BindingMode } from '../core/binding.ts'
 import type { Mode } from '../core/front.ts'
 import { ENGINE_MODES, type EngineMode } from '../core/engine-check.ts'
 import { CHALLENGE_FORMS, type ChallengeForm } from '../core/protocol.ts'
@@ -46,6 +47,20 @@ export interface ServerConfig {
   challengeForms: ChallengeForm[]
   /** Engine checks in challenges (docs/protocol.md, "Engine checks"). */
   engineChecks: EngineMode
+  /** Re-challenge interval for verified connections, ms; null = off (docs/protocol.md, "Step-up"). */
+  rechallengeMs: number | null
+  /** Base proof-of-work difficulty, bits (0 = none). */
+  powBits: number
+  /** Cap of proof-of-work escalation, bits; at most powBits = no escalation. */
+  powMaxBits: number
+  /** Bearer token of the operations endpoint; null = endpoint off. */
+  adminToken: string | null
+  /** Request binding (PROTOCOL.md, "Request binding"): off, optional or required. */
+  binding: BindingMode
+  /** How far a request signature's time may be from the gateway's clock, ms. */
+  bindingWindowMs: number
+  /** Admitted requests per second per connectionId (bursts of twice that); null = off. */
+  idRateLimit: number | null
 }
 
 interface Setting {
@@ -79,6 +94,13 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_CHALLENGE_FORMS', flag: '--challenge-forms', help: 'comma-separated challenge forms to allow: code, program (default code,program)' },
   { env: 'WSDS_ENGINE_CHECKS', flag: '--engine-checks', help: 'HTML-parser engine checks in challenges: off|monitor|enforce (default monitor)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
+  { env: 'WSDS_RECHALLENGE_MS', flag: '--rechallenge-ms', help: 're-challenge verified connections at this interval, jitter 10%, or off (default off)' },
+  { env: 'WSDS_POW_BITS', flag: '--pow-bits', help: 'proof-of-work difficulty of every challenge, bits, 0 = off (default 0)' },
+  { env: 'WSDS_POW_MAX_BITS', flag: '--pow-max-bits', help: 'cap of proof-of-work escalation per address and under load (default 20 when WSDS_POW_BITS > 0, else 0 = no escalation)' },
+  { env: 'WSDS_ADMIN_TOKEN', flag: '--admin-token', help: 'bearer token of POST /wsds/admin/rechallenge, at least 16 chars; prefer the environment (default: endpoint off)' },
+  { env: 'WSDS_BINDING', flag: '--binding', help: 'request binding: off, optional (default) or required (unbound hellos refused)' },
+  { env: 'WSDS_BINDING_WINDOW_MS', flag: '--binding-window-ms', help: 'how far a request signature time may be from now (default 30000)' },
+  { env: 'WSDS_ID_RATE_LIMIT', flag: '--id-rate-limit', help: 'admitted requests per second per connectionId (burst 2x), or off (default off)' },
 ]
 
 const bad = (name: string, value: string, why: string): never => {
@@ -226,9 +248,30 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (challengeForms.length === 0) bad('WSDS_CHALLENGE_FORMS', formsText, 'needs at least one form')
   const engineChecks = (get('WSDS_ENGINE_CHECKS') ?? 'monitor').trim().toLowerCase()
   if (!(ENGINE_MODES as readonly string[]).includes(engineChecks)) bad('WSDS_ENGINE_CHECKS', engineChecks, 'must be off, monitor or enforce')
+  const rechallengeText = get('WSDS_RECHALLENGE_MS') ?? 'off'
+  const rechallengeMs = rechallengeText.trim().toLowerCase() === 'off' ? null : int('WSDS_RECHALLENGE_MS', rechallengeText, 1000, 86_400_000)
+  const powBits = int('WSDS_POW_BITS', get('WSDS_POW_BITS') ?? '0', 0, 32)
+  const powMaxText = get('WSDS_POW_MAX_BITS')
+  const powMaxBits = powMaxText === undefined ? (powBits > 0 ? Math.max(powBits, 20) : 0) : int('WSDS_POW_MAX_BITS', powMaxText, 0, 32)
+  if (powMaxText !== undefined && powMaxBits < powBits) bad('WSDS_POW_MAX_BITS', powMaxText, `must be at least WSDS_POW_BITS (${powBits})`)
+  const adminToken = get('WSDS_ADMIN_TOKEN') ?? null
+  if (adminToken !== null && !/^[\x21-\x7e]{16,512}$/.test(adminToken)) {
+    throw new WsdsError('ERR_CONFIG', 'WSDS_ADMIN_TOKEN: must be 16-512 printable characters without spaces (value not shown)')
+  }
+  const binding = get('WSDS_BINDING') ?? 'optional'
+  if (binding !== 'off' && binding !== 'optional' && binding !== 'required') bad('WSDS_BINDING', binding, 'must be off, optional or required')
+  const idRateText = get('WSDS_ID_RATE_LIMIT') ?? 'off'
+  const idRateLimit = idRateText.trim().toLowerCase() === 'off' ? null : int('WSDS_ID_RATE_LIMIT', idRateText, 1, 1_000_000)
   return {
     challengeForms: challengeForms as ChallengeForm[],
     engineChecks: engineChecks as EngineMode,
+    rechallengeMs,
+    powBits,
+    powMaxBits,
+    adminToken,
+    binding: binding as BindingMode,
+    bindingWindowMs: int('WSDS_BINDING_WINDOW_MS', get('WSDS_BINDING_WINDOW_MS') ?? '30000', 1000, 3_600_000),
+    idRateLimit,
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),

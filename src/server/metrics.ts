@@ -135,6 +135,37 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
       this.set(gateway.verifiedConnections)
     },
   })
+  new Counter({
+    name: 'wsds_rechallenges_total',
+    help: 'Re-challenges sent to verified connections, by trigger (periodic, operator)',
+    labelNames: ['trigger'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc({ trigger: 'periodic' }, s.rechallenges.periodic)
+      this.inc({ trigger: 'operator' }, s.rechallenges.operator)
+    },
+  })
+  new Counter({
+    name: 'wsds_pow_challenges_total',
+    help: 'Challenges that asked for proof of work, by difficulty in bits',
+    labelNames: ['bits'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      for (const [bits, n] of Object.entries(s.powIssued)) this.inc({ bits }, n)
+    },
+  })
+  new Counter({
+    name: 'wsds_pow_solved_total',
+    help: 'Answers whose proof of work was valid',
+    registers: [registry],
+    collect() {
+      this.reset()
+      this.inc(s.powSolved)
+    },
+  })
+  registerHistogram(registry, 'wsds_pow_solve_seconds', 'Proof-of-work solve time as reported by clients (answer.pow.ms; untrusted)', s.powSolveSeconds)
   registerHistogram(registry, 'wsds_handshake_duration_seconds', 'Time from upgrade to verified, per verified handshake', s.handshakeSeconds)
   registerHistogram(registry, 'wsds_auth_decision_duration_seconds', 'Time the authenticator took to decide, store read included', front.decisionSeconds)
   return registry

@@ -7,6 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Server as NetServer } from 'node:net'
 import { pino, type Logger } from 'pino'
+import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import { createKeyRing } from '../core/keyring.ts'
 import { generateKeySet, type KeySet } from '../core/keyset.ts'
@@ -17,12 +18,15 @@ import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
-import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { nodeRequestMac } from '../crypto/node-binding.ts'
+import { accessRequestOf, connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createEngineChecks } from '../engine/parse5.ts'
 import { createMetricsRegistry } from './metrics.ts'
+import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
+import { createPowPolicy } from '../core/pow-policy.ts'
 import { listenUnixSocket } from './unix-socket.ts'
 
 export interface RunningServer {
@@ -87,7 +91,13 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     else logger.info({ event: 'store-up' }, 'connection store reachable again')
   })
   const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
-  const front = createFront({ authenticator, mode: config.mode })
+  const front = createFront({
+    authenticator,
+    mode: config.mode,
+    bindingWindowMs: config.bindingWindowMs,
+    requestMac: nodeRequestMac,
+    idRateLimit: config.idRateLimit,
+  })
   const server = createServer()
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
@@ -101,11 +111,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     leaseMs: config.leaseMs,
     rateLimiter,
     trustProxy: config.trustProxy,
+    binding: config.binding,
     random,
     logger,
     challengeForms: config.challengeForms,
     engineChecks: createEngineChecks(config.engineChecks),
+    rechallengeMs: config.rechallengeMs,
+    powPolicy: config.powBits > 0 || config.powMaxBits > 0 ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now }) : null,
   })
+  const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
   const registry = createMetricsRegistry({ gateway, authenticator, front })
   const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX })
   const demo = config.demo
@@ -135,6 +149,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
     }
     if (path === config.metricsPath && metricsServer === null) return serveMetrics(req, res)
+    if (path === ADMIN_RECHALLENGE_PATH && metricsServer === null) return admin.handle(req, res)
     if (path === WS_PATH) return sendJson(res, 426, '{"error":"upgrade-required"}', { upgrade: 'websocket' })
     if (demo !== null && demo(req, res)) return
     sendJson(res, 404, '{"error":"not-found"}')
@@ -155,6 +170,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     config.metricsPort === null
       ? null
       : createServer((req, res) => {
+          if (pathOf(req.url ?? '/') === ADMIN_RECHALLENGE_PATH) return admin.handle(req, res)
           if (pathOf(req.url ?? '/') !== config.metricsPath) return sendJson(res, 404, '{"error":"not-found"}')
           serveMetrics(req, res).catch(() => sendJson(res, 500, '{"error":"internal"}'))
         })
@@ -164,8 +180,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     // The hot path, a protected request whose id is cached, runs without a promise.
     const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
     if (isApi || path === config.authPath) {
-      const cached = front.decideCached(connectionIdOf(req))
-      if (cached !== undefined) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
+      const id = connectionIdOf(req)
+      // A bound connection's cached admission needs the request (method, target, signature);
+      // reading it only when the request is signed keeps the unbound hot path as it was.
+      const signed = req.headers[SIGNATURE_HEADER] !== undefined
+      const cached = front.decideCached(id, signed ? accessRequestOf(req, { forwarded: !isApi, trustProxy: config.trustProxy }) : undefined)
+      if (cached !== undefined) {
+        if (cached.pass) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
+        return sendRefusal(req, res, cached)
+      }
     }
     onRequest(req, res, path).catch((err: unknown) => {
       logger.error({ event: 'request-error', error: String(err) }, 'request failed')
@@ -185,6 +208,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
   // A start that fails leaves nothing running: it must not keep the process alive.
   const abortStart = async (err: unknown): Promise<never> => {
+    admin.close()
     await gateway.close()
     authenticator.close()
     await closeHttp()
@@ -255,6 +279,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     url,
     metricsUrl: metricsUrl ?? `${url}${config.metricsPath}`,
     async close() {
+      admin.close()
       await gateway.close()
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))

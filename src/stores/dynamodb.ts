@@ -49,6 +49,7 @@ export function recordToItem(r: ConnectionRecord): Record<string, AttributeValue
   }
   if (r.verifiedAt !== undefined) item.verifiedAt = { N: String(r.verifiedAt) }
   if (r.nodeId !== undefined) item.nodeId = { S: r.nodeId }
+  if (r.bindKey !== undefined) item.bindKey = { S: r.bindKey }
   return item
 }
 
@@ -66,6 +67,7 @@ export function itemToRecord(item: Record<string, AttributeValue>): ConnectionRe
   }
   if (item.verifiedAt?.N !== undefined) record.verifiedAt = Number(item.verifiedAt.N)
   if (item.nodeId?.S !== undefined) record.nodeId = item.nodeId.S
+  if (item.bindKey?.S !== undefined) record.bindKey = item.bindKey.S
   return record
 }
 

@@ -19,6 +19,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const records = new Map<string, ConnectionRecord>()
   const deletes = new Listeners<[string]>()
   const resets = new Listeners<[]>()
+  const broadcasts = new Listeners<[string]>()
 
   const live = (id: string): ConnectionRecord | null => {
     const record = records.get(id)
@@ -60,6 +61,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     onDelete: (listener) => deletes.add(listener),
     onReset: (listener) => resets.add(listener),
+    // One process: a broadcast reaches the gateways that share this store object.
+    async broadcast(message) {
+      broadcasts.emit(message)
+    },
+    onBroadcast: (listener) => broadcasts.add(listener),
     // Memory cannot become unreachable.
     onStatus: () => () => {},
     async close() {

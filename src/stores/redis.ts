@@ -49,6 +49,8 @@ interface StoredRecord {
   c: number
   v?: number
   n?: string
+  /** K_req of a bound connection (ConnectionRecord.bindKey). */
+  k?: string
   /** Lease length, ms: how long a read may be trusted. */
   l: number
 }
@@ -105,6 +107,7 @@ const encode = (r: ConnectionRecord, leaseMs: number): string => {
   const s: StoredRecord = { i: r.connectionId, s: r.status, o: r.origin, c: r.createdAt, l: leaseMs }
   if (r.verifiedAt !== undefined) s.v = r.verifiedAt
   if (r.nodeId !== undefined) s.n = r.nodeId
+  if (r.bindKey !== undefined) s.k = r.bindKey
   return JSON.stringify(s)
 }
 
@@ -119,6 +122,7 @@ function decode(text: string, now: number): ConnectionRecord | null {
   const record: ConnectionRecord = { connectionId: s.i, status: s.s, origin: s.o, createdAt: s.c, expiresAt: now + s.l }
   if (s.v !== undefined) record.verifiedAt = s.v
   if (s.n !== undefined) record.nodeId = s.n
+  if (typeof s.k === 'string') record.bindKey = s.k
   return record
 }
 
@@ -130,6 +134,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const renewBatch = options.renewBatch ?? 500
   const now = options.now ?? Date.now
   const channel = `${prefix}revoked`
+  // Operator messages (re-challenges) for every node; on the subscriber connection we already hold.
+  const opsChannel = `${prefix}ops`
+  const broadcasts = new Listeners<[string]>()
   const key = (id: string) => `${prefix}c:${id}`
   const deletes = new Listeners<[string]>()
   const resets = new Listeners<[]>()
@@ -167,12 +174,13 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   }
   subscriber.on('message', (ch: string, id: string) => {
     if (ch === channel) deletes.emit(id)
+    else if (ch === opsChannel) broadcasts.emit(id)
   })
   // Subscribe once the connection is first ready (with no offline queue, an earlier call
   // would fail); after that ioredis resubscribes by itself on every reconnect.
   const subscribe = () => {
     if (subscribed) return update()
-    subscriber.subscribe(channel).then(
+    subscriber.subscribe(channel, opsChannel).then(
       () => {
         subscribed = true
         update()
@@ -229,6 +237,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     onDelete: (listener) => deletes.add(listener),
     onReset: (listener) => resets.add(listener),
     onStatus: (listener) => statuses.add(listener),
+    async broadcast(message) {
+      await client.publish(opsChannel, message)
+    },
+    onBroadcast: (listener) => broadcasts.add(listener),
     async count() {
       let n = 0
       let cursor = '0'
@@ -243,7 +255,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       closed = true
       const quit = (conn: Redis) => conn.quit().catch(() => conn.disconnect())
       if (ownSubscriber) await quit(subscriber)
-      else await subscriber.unsubscribe(channel).catch(() => {})
+      else await subscriber.unsubscribe(channel, opsChannel).catch(() => {})
       if (options.closeClient === true) await quit(client)
     },
   }

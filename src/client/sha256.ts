@@ -1,0 +1,82 @@
+/**
+ * A small pure-JavaScript SHA-256 (FIPS 180-4) for the SDK's proof of work. Pages on plain
+ * http (other than localhost) have no `crypto.subtle` (PROTOCOL.md, Sequence 5), and
+ * `subtle.digest` is a promise per hash, far too slow for a search of 2^16 hashes anyway.
+ * Checked against node:crypto on random inputs in test/pow.test.ts.
+ */
+
+// Round constants and initial state: the first 32 bits of the fractional parts of the cube
+// (K) and square (H) roots of the first 64 (8) primes. Computed rather than listed, which
+// keeps the SDK small; doubles are exact enough for these 32 bits (the test proves it).
+const K = new Int32Array(64)
+const H0 = new Int32Array(8)
+for (let n = 2, i = 0; i < 64; n++) {
+  let prime = true
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) prime = false
+  if (!prime) continue
+  if (i < 8) H0[i] = ((n ** 0.5 % 1) * 2 ** 32) | 0
+  K[i++] = ((n ** (1 / 3) % 1) * 2 ** 32) | 0
+}
+
+const W = new Int32Array(64)
+
+/** Runs the compression function over `blocks` 64-byte blocks of big-endian words `m` into `h`. */
+export function compress(h: Int32Array, m: Int32Array, blocks: number): void {
+  for (let b = 0; b < blocks; b++) {
+    for (let t = 0; t < 16; t++) W[t] = m[b * 16 + t]!
+    for (let t = 16; t < 64; t++) {
+      const x = W[t - 15]!
+      const y = W[t - 2]!
+      W[t] =
+        (((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3)) +
+        W[t - 7]! +
+        (((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10)) +
+        W[t - 16]! | 0
+    }
+    let a = h[0]!, bb = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!
+    for (let t = 0; t < 64; t++) {
+      const t1 = (hh + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K[t]! + W[t]!) | 0
+      const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
+      hh = g
+      g = f
+      f = e
+      e = (d + t1) | 0
+      d = c
+      c = bb
+      bb = a
+      a = (t1 + t2) | 0
+    }
+    h[0] = (h[0]! + a) | 0
+    h[1] = (h[1]! + bb) | 0
+    h[2] = (h[2]! + c) | 0
+    h[3] = (h[3]! + d) | 0
+    h[4] = (h[4]! + e) | 0
+    h[5] = (h[5]! + f) | 0
+    h[6] = (h[6]! + g) | 0
+    h[7] = (h[7]! + hh) | 0
+  }
+}
+
+/** Writes `bytes[0..len)` padded (FIPS 180-4, 5.1.1) into `m` as words; returns the block count. */
+export function pad(bytes: Uint8Array, len: number, m: Int32Array): number {
+  const blocks = (len + 72) >> 6
+  m.fill(0, 0, blocks * 16)
+  for (let i = 0; i < len; i++) m[i >> 2]! |= bytes[i]! << (24 - (i & 3) * 8)
+  m[len >> 2]! |= 0x80 << (24 - (len & 3) * 8)
+  m[blocks * 16 - 2] = (len / 2 ** 29) | 0
+  m[blocks * 16 - 1] = len << 3
+  return blocks
+}
+
+/** Fresh state for `compress`. */
+export const initialState = (): Int32Array => H0.slice()
+
+/** SHA-256 of `data`. */
+export function sha256(data: Uint8Array): Uint8Array {
+  const m = new Int32Array(((data.length + 72) >> 6) * 16)
+  const h = initialState()
+  compress(h, m, pad(data, data.length, m))
+  const out = new Uint8Array(32)
+  for (let i = 0; i < 32; i++) out[i] = h[i >> 2]! >>> (24 - (i & 3) * 8)
+  return out
+}
