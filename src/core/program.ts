@@ -191,37 +191,26 @@ const MAX_FINAL_OPS = 64
 const MAX_HTML = 2048
 
 const isInt32 = (v: unknown): v is number => typeof v === 'number' && (v | 0) === v
-const isArray = Array.isArray
-
-function decodeOp(v: unknown, lanes: number): Op | null {
-  if (!isArray(v) || v.length !== 5 || !v.every(isInt32)) return null
-  const [kind, a, b, r, k] = v as WireOp
-  if (kind < 0 || kind > 7 || a < 0 || a >= lanes || b < 0 || b >= lanes || r < 0 || r > 31) return null
-  // Lane-to-lane ops on one lane degenerate (a ^= a is zero); shifts by 0 are not drawn.
-  if ((kind === ADD_LANE || kind === XOR_LANE) && a === b) return null
-  if ((kind === ROTATE || kind === XOR_SHIFT) && r === 0) return null
-  return { kind, a, b, r, k }
-}
+const isInts = (v: unknown, n: number): v is number[] => Array.isArray(v) && v.length === n && v.every(isInt32)
 
 function decodeOps(v: unknown, lanes: number, max: number): Op[] | null {
-  if (!isArray(v) || v.length > max) return null
+  if (!Array.isArray(v) || v.length > max) return null
   const ops: Op[] = []
   for (const item of v) {
-    const op = decodeOp(item, lanes)
-    if (op === null) return null
-    ops.push(op)
+    if (!isInts(item, 5)) return null
+    const [kind, a, b, r, k] = item as WireOp
+    // Lane-to-lane ops on one lane degenerate (a ^= a is zero); shifts by 0 are not drawn.
+    if (kind >>> 3 || a < 0 || a >= lanes || b < 0 || b >= lanes || r >>> 5 || (a === b && (kind === ADD_LANE || kind === XOR_LANE)) || (!r && (kind === ROTATE || kind === XOR_SHIFT))) return null
+    ops.push({ kind, a, b, r, k })
   }
   return ops
 }
 
 function decodeSmall(v: unknown): SmallHash | null {
-  if (typeof v !== 'object' || v === null) return null
-  const o = v as Record<string, unknown>
-  const seed = o.seed
-  if (!isArray(seed) || seed.length !== 2 || !seed.every(isInt32)) return null
+  const o = (v ?? {}) as Record<string, unknown>
   const ops = decodeOps(o.ops, 2, MAX_ROUND_OPS)
   const final = decodeOps(o.final, 2, MAX_FINAL_OPS)
-  return ops && final ? { seed: [seed[0]!, seed[1]!], ops, final } : null
+  return isInts(o.seed, 2) && ops && final ? { seed: o.seed as [number, number], ops, final } : null
 }
 
 /**
@@ -230,30 +219,26 @@ function decodeSmall(v: unknown): SmallHash | null {
  * lanes out of range, key indices the page does not have.
  */
 export function decodeProgram(v: unknown, keyCount: number): { program: Program; nonce: string } | null {
-  if (typeof v !== 'object' || v === null) return null
-  const o = v as Record<string, unknown>
-  const { nonce, seed, steps } = o
-  if (o.v !== PROGRAM_VERSION || typeof nonce !== 'string' || !/^[0-9a-f]{16,128}$/.test(nonce)) return null
-  if (!isArray(seed) || seed.length !== 4 || !seed.every(isInt32)) return null
-  if (!isArray(steps) || steps.length === 0 || steps.length > MAX_STEPS) return null
+  const o = (v ?? {}) as Record<string, unknown>
+  const { nonce, seed, steps, engine } = o
+  if (o.v !== PROGRAM_VERSION || typeof nonce !== 'string' || !/^[0-9a-f]{16,128}$/.test(nonce) || !isInts(seed, 4)) return null
+  if (!Array.isArray(steps) || !steps.length || steps.length > MAX_STEPS) return null
   const decoded: Step[] = []
   for (const step of steps) {
-    if (!isArray(step) || step.length !== 2 || !isInt32(step[0])) return null
-    const input = step[0]
-    if (input < HOST_INPUT || input >= keyCount) return null
-    const ops = decodeOps(step[1], 4, MAX_ROUND_OPS)
-    if (ops === null) return null
+    const input = Array.isArray(step) && step.length === 2 ? step[0] : null
+    const ops = decodeOps(Array.isArray(step) ? step[1] : null, 4, MAX_ROUND_OPS)
+    if (!isInt32(input) || input < HOST_INPUT || input >= keyCount || ops === null) return null
     decoded.push({ input: input === NONCE_INPUT ? { nonce: true } : input === HOST_INPUT ? { host: true } : { key: input }, ops })
   }
   const final = decodeOps(o.final, 4, MAX_FINAL_OPS)
   const tag = decodeSmall(o.tag)
   if (final === null || tag === null) return null
-  const program: Program = { seed: [seed[0]!, seed[1]!, seed[2]!, seed[3]!], steps: decoded, final, tag }
-  if (o.engine !== undefined) {
-    const engine = decodeSmall(o.engine)
-    const html = (o.engine as { html?: unknown }).html
-    if (engine === null || typeof html !== 'string' || html.length > MAX_HTML) return null
-    program.engine = { ...engine, html }
+  const program: Program = { seed: seed as Program['seed'], steps: decoded, final, tag }
+  if (engine !== undefined) {
+    const small = decodeSmall(engine)
+    const html = (engine as { html?: unknown } | null)?.html
+    if (small === null || typeof html !== 'string' || html.length > MAX_HTML) return null
+    program.engine = { ...small, html }
   }
   return { program, nonce }
 }
