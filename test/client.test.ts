@@ -200,14 +200,14 @@ describe('connect()', () => {
     assert.equal(conn.verified, true)
     assert.equal(session.verified, true)
     assert.equal(session.connectionId, conn.id)
-    assert.deepEqual(gateway.hellos, [{ action: 'hello', v: 1, keySet: keySet.id }])
+    assert.deepEqual(gateway.hellos, [{ action: 'hello', v: 1, keySet: keySet.id, forms: ['program', 'code'] }])
   })
 
   it('omits keySet from hello when none is given', T, async () => {
     gateway = await startGateway()
     const session = open({ keySet: undefined, bind: false })
     await session.ready
-    assert.deepEqual(gateway.hellos, [{ action: 'hello', v: 1 }])
+    assert.deepEqual(gateway.hellos, [{ action: 'hello', v: 1, forms: ['program', 'code'] }])
   })
 
   it('resolves a relative url against location, http -> ws', T, async () => {

@@ -1,6 +1,7 @@
 /**
  * The core stays pure (STYLE.md "Core/adapter boundary"): nothing under src/core imports a
- * package or a Node module, and the browser SDK imports only core's protocol and errors.
+ * package or a Node module, and the browser SDK imports only core's protocol, errors and
+ * program interpreter.
  * tsconfig.core.json compiles both without Node types; this catches what types cannot
  * (a dynamic import, a package with its own types).
  */
@@ -32,16 +33,16 @@ describe('core/adapter boundary', () => {
     assert.ok(seen > 20, 'the import scanner found the imports')
   })
 
-  it('the browser SDK imports only core protocol and errors', () => {
+  it('the browser SDK imports only core protocol, errors and the program interpreter', () => {
     for (const file of filesIn('client')) {
       for (const spec of specifiers(file)) {
-        assert.ok(['../core/protocol.ts', '../core/errors.ts'].includes(spec) || spec.startsWith('./'), `${file} imports ${spec}`)
+        assert.ok(['../core/protocol.ts', '../core/errors.ts', '../core/program.ts'].includes(spec) || spec.startsWith('./'), `${file} imports ${spec}`)
       }
     }
   })
 
   it('uses no eval or Function constructor on the server side', () => {
-    for (const dir of ['core', 'gateway', 'proxy', 'server', 'stores', 'middleware', 'aws']) {
+    for (const dir of ['core', 'engine', 'gateway', 'proxy', 'server', 'stores', 'middleware', 'aws']) {
       for (const file of filesIn(dir)) {
         const text = readFileSync(file, 'utf8').replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, '')
         assert.ok(!/\beval\s*\(|new\s+Function\s*\(|\bvm\.run|from\s+['"]node:vm['"]/.test(text), `${file} evaluates code`)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { checkAnswer, createChallenge, NONCE_BYTES, type Challenge } from '../src/core/challenge.ts'
+import { checkAnswer, createChallenge, NONCE_BYTES, type CodeChallenge } from '../src/core/challenge.ts'
 import { generateKeySet, type KeySet } from '../src/core/keyset.ts'
 import { createRandomPool, type RandomSource } from '../src/core/random.ts'
 
@@ -245,7 +245,7 @@ describe('createChallenge and checkAnswer', () => {
 
 describe('challenge source', () => {
   const keySet = generateKeySet(random)
-  const sample: Challenge[] = Array.from({ length: 1000 }, () => createChallenge({ keySet, hostname: 'example.com', random }))
+  const sample: CodeChallenge[] = Array.from({ length: 1000 }, () => createChallenge({ keySet, hostname: 'example.com', random }))
 
   it('differs between any two of 1000 challenges', () => {
     assert.equal(new Set(sample.map((c) => c.code)).size, sample.length)

@@ -180,7 +180,8 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   })
 
   const registry = createRegistry(counters, rest, ws, sfn)
-  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: '/wsds' })) : null
+  // The Lambda handlers do not negotiate challenge forms yet: they send `code`, which needs 'unsafe-eval'.
+  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: '/wsds', csp: m.DEMO_CSP_CODE_FORM })) : null
 
   const json = (res: ServerResponse, status: number, body: string) => {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })

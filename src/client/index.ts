@@ -8,10 +8,12 @@ import {
   PROTOCOL_VERSION,
   REJECT_REASONS,
   parseServerMessage,
+  type ChallengeForm,
   type ChallengeMessage,
   type ClientMessage,
   type RejectReason,
 } from '../core/protocol.ts'
+import { decodeProgram, runProgram, treeSignature, type TreeNode } from '../core/program.ts'
 import { solvePow } from './pow.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
@@ -61,8 +63,8 @@ export interface ConnectOptions {
   /** WebSocket implementation (default globalThis.WebSocket); pass `ws`'s in Node. */
   WebSocket?: WebSocketConstructor
   /**
-   * Turns a challenge's source into a function. The default uses `new Function`, which needs
-   * CSP `script-src 'unsafe-eval'`; this hook is where a strict-CSP evaluator will plug in.
+   * Turns a `code` challenge's source into a function. The default uses `new Function`,
+   * which needs CSP `script-src 'unsafe-eval'`; `program` challenges never use it.
    */
   evaluate?: (code: string) => ChallengeFunction
   /**
@@ -70,6 +72,12 @@ export interface ConnectOptions {
    * REST call (default true wherever `crypto.subtle` exists, i.e. secure contexts).
    */
   bind?: boolean
+  /**
+   * Challenge forms to offer, in order of preference (default ['program', 'code'], or
+   * ['code', 'program'] when `evaluate` is set). 'program' needs no eval: it runs under a
+   * strict CSP and with Trusted Types enforced (docs/integrations.md, "Content-Security-Policy").
+   */
+  forms?: readonly ChallengeForm[]
 }
 
 export interface CloseInfo {
@@ -145,6 +153,10 @@ export function connect(options: ConnectOptions): WsdsSession {
   if (!(pingIntervalMs >= 0 && pingIntervalMs < 2 ** 31)) throw configError('pingIntervalMs', pingIntervalMs)
   const backoff = reconnectPolicy(options.reconnect)
   const evaluate = options.evaluate ?? evaluateWithFunction
+  // Program first, always: it needs no eval, so no CSP can refuse it, and probing for
+  // 'unsafe-eval' with `new Function` would itself file a CSP violation report.
+  const forms = options.forms ?? (options.evaluate ? ['code', 'program'] : ['program', 'code'])
+  if (!Array.isArray(forms) || forms.length === 0 || !forms.every((f) => f === 'code' || f === 'program')) throw configError('forms', forms)
   // No crypto.subtle (plain http other than localhost): unbound, which `optional` accepts.
   const subtle = options.bind === false ? undefined : globalThis.crypto?.subtle
 
@@ -229,15 +241,17 @@ export function connect(options: ConnectOptions): WsdsSession {
     async function answer(challenge: ChallengeMessage): Promise<void> {
       let result: unknown
       try {
-        if (challenge.form === 'program') throw new TypeError('this SDK build cannot run program challenges')
-        const fn = evaluate(challenge.code)
-        if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
-        result = await fn({ keys })
+        if (challenge.form === 'program') result = answerProgram(challenge.program, keys)
+        else {
+          const fn = evaluate(challenge.code)
+          if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
+          result = await fn({ keys })
+        }
       } catch (cause) {
         if (ws !== socket || stopped) return
         // The same code path fails on every connection (CSP without 'unsafe-eval', a missing
         // `location`), so reconnecting would only loop.
-        giveUp(new WsdsError('ERR_CONFIG', 'the challenge could not be run; under a strict CSP pass options.evaluate', { cause }))
+        giveUp(new WsdsError('ERR_CONFIG', `the ${challenge.form ?? 'code'} challenge could not be run (a code challenge needs 'unsafe-eval'; offer the program form)`, { cause }))
         ws.close(1000)
         return
       }
@@ -254,7 +268,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     ws.onopen = async () => {
       if (ws !== socket || stopped) return
       opened = true
-      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION }
+      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms] }
       if (keySet !== undefined) hello.keySet = keySet
       if (subtle) {
         try {
@@ -444,6 +458,54 @@ export function connect(options: ConnectOptions): WsdsSession {
       }
     },
   }
+}
+
+/**
+ * Runs a `program` challenge with the interpreter the gateway uses (src/core/program.ts),
+ * after the strict decoder has checked the untrusted JSON. No eval anywhere on this path.
+ */
+function answerProgram(json: unknown, keys: readonly string[]): string {
+  const decoded = decodeProgram(json, keys.length)
+  if (decoded === null) throw new TypeError('the program challenge is malformed or needs keys this page does not have')
+  const { program, nonce } = decoded
+  const tree = program.engine ? parseTree(program.engine.html) : null
+  return runProgram(program, keys, nonce, String(location.hostname), tree)
+}
+
+type HtmlPolicy = { createHTML(html: string): unknown }
+// undefined: not tried yet; null: no Trusted Types here; false: the page refused the policy.
+let htmlPolicy: HtmlPolicy | null | false | undefined
+
+/**
+ * The engine check: this page's own HTML parser on the snippet, as a tree signature. The
+ * document DOMParser returns is inert (no scripts run, nothing loads), so a Trusted Types
+ * policy that passes the snippet through is safe; on a page whose `trusted-types` directive
+ * does not allow the name `wsds` the answer goes without its engine part.
+ */
+function parseTree(html: string): string | null {
+  if (htmlPolicy === undefined) {
+    const tt = (globalThis as { trustedTypes?: { createPolicy(name: string, rules: { createHTML(s: string): string }): HtmlPolicy } }).trustedTypes
+    try {
+      htmlPolicy = tt ? tt.createPolicy('wsds', { createHTML: (s) => s }) : null
+    } catch {
+      htmlPolicy = false
+    }
+  }
+  if (htmlPolicy === false || typeof DOMParser !== 'function') return null
+  try {
+    const doc = new DOMParser().parseFromString((htmlPolicy ? htmlPolicy.createHTML(html) : html) as string, 'text/html')
+    return treeSignature(domTree(doc.body))
+  } catch {
+    return null
+  }
+}
+
+function domTree(parent: Node): TreeNode[] {
+  const out: TreeNode[] = []
+  for (let n = parent.firstChild; n; n = n.nextSibling) {
+    out.push({ kind: n.nodeType, value: n.nodeType === 1 ? (n as Element).localName : (n as CharacterData).data ?? '', children: n.nodeType === 1 ? domTree(n) : [] })
+  }
+  return out
 }
 
 function closeError(reason: RejectReason | null, opened: boolean, closeCode: number, url: string): WsdsError {

@@ -14,87 +14,108 @@
  * the server's agree bit for bit, and nothing needs `crypto.subtle`.
  */
 import { constantTimeEqual, toHex } from './encoding.ts'
+import { drawSnippet, type EngineChecks, type EngineVerdict } from './engine-check.ts'
 import type { KeySet } from './keyset.ts'
+import {
+  ADD_CHAR,
+  ADD_LANE,
+  MUL_CHAR,
+  MUL_CONST,
+  ROTATE,
+  XOR_CHAR,
+  XOR_LANE,
+  XOR_SHIFT,
+  encodeProgram,
+  runProgram,
+  type Input,
+  type Op,
+  type Program,
+  type SmallHash,
+  type WireProgram,
+} from './program.ts'
+import type { ChallengeForm } from './protocol.ts'
 import { below, readUint32, type RandomSource } from './random.ts'
 
 /** Keys drawn from the key set per challenge. */
 export const KEYS_PER_CHALLENGE = 4
 export const NONCE_BYTES = 16
 
-// Operation kinds. The first three fold the current character `t` into a lane.
-const XOR_CHAR = 0
-const MUL_CHAR = 1
-const ADD_CHAR = 2
-const ROTATE = 3
-const ADD_LANE = 4
-const XOR_LANE = 5
-const XOR_SHIFT = 6
-const MUL_CONST = 7
-
-interface Op {
-  kind: number
-  a: number
-  b: number
-  /** Rotation or shift amount, 1..31. */
-  r: number
-  /** Odd 32-bit multiplier (as int32). */
-  k: number
-}
-
-type Input = { key: number } | { nonce: true } | { host: true }
-
-interface Step {
-  input: Input
-  ops: Op[]
-}
-
-interface Program {
-  seed: [number, number, number, number]
-  steps: Step[]
-  final: Op[]
-  tagSeed: [number, number]
-  tagOps: Op[]
-  tagFinal: Op[]
-}
-
 export interface CreateChallengeOptions {
   keySet: KeySet
   /** Hostname of the upgrade's Origin; the answer must have been computed on this host. */
   hostname: string
   random: RandomSource
+  /** Form to send (default 'code'). */
+  form?: ChallengeForm
+  /** Engine checks to draw (docs/protocol.md, "Engine checks"); absent or 'off': none. */
+  engine?: EngineChecks
 }
 
-export interface Challenge {
+export interface CodeChallenge {
+  form: 'code'
   /** Source of one function expression, sent in the `challenge` frame. */
   code: string
   /** What the answer's `result` must equal; keep it server-side only. */
   expected: string
 }
 
-export type AnswerCheck = { ok: true } | { ok: false; reason: 'wrong-answer' | 'bad-domain' }
+export interface ProgramChallenge {
+  form: 'program'
+  /** Program JSON for the SDK's interpreter (docs/protocol.md, "The program form"). */
+  program: WireProgram
+  expected: string
+}
 
-/** Draws a fresh challenge: random keys, nonce, program shape and identifiers. */
+export type Challenge = CodeChallenge | ProgramChallenge
+
+/** `engine` is present when the challenge drew an engine check. */
+export type AnswerCheck =
+  | { ok: true; engine?: EngineVerdict }
+  | { ok: false; reason: 'wrong-answer' | 'bad-domain'; engine?: EngineVerdict }
+
+/** Length of `<tag>.<digest>`, the part every answer has. */
+const MAIN_LENGTH = 41
+
+/**
+ * Draws a fresh challenge: random keys, nonce, program shape and identifiers. `expected`
+ * (server-side only) is `<tag>.<digest>`, with `.<engine>` when an engine check was drawn.
+ */
+export function createChallenge(options: CreateChallengeOptions & { form?: 'code' }): CodeChallenge
+export function createChallenge(options: CreateChallengeOptions & { form: 'program' }): ProgramChallenge
+export function createChallenge(options: CreateChallengeOptions): Challenge
 export function createChallenge(options: CreateChallengeOptions): Challenge {
   const { keySet, hostname, random } = options
   const draws = new Drawer(random)
   const nonce = toHex(random.bytes(NONCE_BYTES))
-  const program = drawProgram(draws, keySet.keys.length)
-  const expected = runProgram(program, keySet.keys, nonce, hostname)
-  const code = emitProgram(program, nonce, draws)
-  return { code, expected }
+  const engine = options.engine && options.engine.mode !== 'off' ? options.engine : null
+  const program = drawProgram(draws, keySet.keys.length, engine !== null)
+  const tree = engine !== null && program.engine ? engine.treeOf(program.engine.html) : null
+  const expected = runProgram(program, keySet.keys, nonce, hostname, tree)
+  if (options.form === 'program') return { form: 'program', program: encodeProgram(program, nonce), expected }
+  return { form: 'code', code: emitProgram(program, nonce, draws), expected }
 }
 
 /**
  * Compares an answer's `result` with the expected value in constant time. Shape errors and
  * digest mismatches are `wrong-answer`; a well-formed answer whose domain tag differs is
- * `bad-domain`.
+ * `bad-domain`. The engine part (when expected) is judged separately: `engine` says whether
+ * it matched, and only `enforceEngine` makes a mismatch fail the answer.
  */
-export function checkAnswer(expected: string, result: unknown): AnswerCheck {
-  if (typeof result !== 'string' || result.length !== expected.length) return { ok: false, reason: 'wrong-answer' }
+export function checkAnswer(expected: string, result: unknown, enforceEngine = false): AnswerCheck {
+  const engineExpected = expected.length > MAIN_LENGTH ? expected.slice(MAIN_LENGTH + 1) : null
+  const shapeOk =
+    typeof result === 'string' &&
+    (result.length === MAIN_LENGTH || (engineExpected !== null && result.length === expected.length && result[MAIN_LENGTH] === '.'))
+  if (!shapeOk) return { ok: false, reason: 'wrong-answer' }
   const tagOk = constantTimeEqual(result.slice(0, 8), expected.slice(0, 8))
-  const digestOk = constantTimeEqual(result.slice(8), expected.slice(8))
-  if (tagOk && digestOk) return { ok: true }
-  return { ok: false, reason: tagOk ? 'wrong-answer' : 'bad-domain' }
+  const digestOk = constantTimeEqual(result.slice(8, MAIN_LENGTH), expected.slice(8, MAIN_LENGTH))
+  const verdict: { engine?: EngineVerdict } = {}
+  if (engineExpected !== null) {
+    verdict.engine = result.length === MAIN_LENGTH ? 'missing' : constantTimeEqual(result.slice(MAIN_LENGTH + 1), engineExpected) ? 'match' : 'mismatch'
+  }
+  if (!tagOk) return { ok: false, reason: 'bad-domain', ...verdict }
+  if (!digestOk || (enforceEngine && verdict.engine !== undefined && verdict.engine !== 'match')) return { ok: false, reason: 'wrong-answer', ...verdict }
+  return { ok: true, ...verdict }
 }
 
 /** Hands out 32-bit draws from one batch of random bytes. */
@@ -148,7 +169,23 @@ function drawRound(d: Drawer, lanes: number): Op[] {
   return ops
 }
 
-function drawProgram(d: Drawer, keyCount: number): Program {
+/** A two-lane hash with its own round and avalanche (the domain tag, the engine check). */
+function drawSmallHash(d: Drawer): SmallHash {
+  const ops = drawRound(d, 2)
+  const final: Op[] = []
+  // Its own avalanche: without it, a final `a ^= b` in the round can drop a lane from the
+  // output, and same-length inputs collide far more often than 2^-32.
+  for (let round = 0; round < 2; round++) {
+    for (let lane = 0; lane < 2; lane++) {
+      final.push({ kind: XOR_SHIFT, a: lane, b: 0, r: 13 + d.int(6), k: 0 })
+      final.push({ kind: MUL_CONST, a: lane, b: 0, r: 0, k: (d.u32() | 1) | 0 })
+      final.push({ kind: ADD_LANE, a: lane, b: 1 - lane, r: 0, k: 0 })
+    }
+  }
+  return { seed: [d.u32() | 0, d.u32() | 0], ops, final }
+}
+
+function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): Program {
   const inputs: Input[] = [{ nonce: true }, { host: true }]
   for (let i = 0; i < KEYS_PER_CHALLENGE; i++) inputs.push({ key: d.int(keyCount) })
   // Fisher-Yates: the order in which inputs are absorbed is part of the polymorphism.
@@ -169,83 +206,14 @@ function drawProgram(d: Drawer, keyCount: number): Program {
       final.push({ kind: ADD_LANE, a: lane, b: (lane + 1 + round) % 4, r: 0, k: 0 })
     }
   }
-  const tagOps = drawRound(d, 2)
-  const tagFinal: Op[] = []
-  // The tag gets its own avalanche: without it, a final `a ^= b` in the round can drop a
-  // lane from the output, and same-length hostnames collide far more often than 2^-32.
-  for (let round = 0; round < 2; round++) {
-    for (let lane = 0; lane < 2; lane++) {
-      tagFinal.push({ kind: XOR_SHIFT, a: lane, b: 0, r: 13 + d.int(6), k: 0 })
-      tagFinal.push({ kind: MUL_CONST, a: lane, b: 0, r: 0, k: (d.u32() | 1) | 0 })
-      tagFinal.push({ kind: ADD_LANE, a: lane, b: 1 - lane, r: 0, k: 0 })
-    }
-  }
-  return {
+  const program: Program = {
     seed: [d.u32() | 0, d.u32() | 0, d.u32() | 0, d.u32() | 0],
     steps,
     final,
-    tagSeed: [d.u32() | 0, d.u32() | 0],
-    tagOps,
-    tagFinal,
+    tag: drawSmallHash(d),
   }
-}
-
-// --- native interpreter (server side) ---------------------------------------------------
-
-function apply(s: number[], op: Op, t: number): void {
-  const a = op.a
-  switch (op.kind) {
-    case XOR_CHAR:
-      s[a] = s[a]! ^ t
-      break
-    case MUL_CHAR:
-      s[a] = Math.imul(s[a]! ^ t, op.k)
-      break
-    case ADD_CHAR:
-      s[a] = (s[a]! + Math.imul(t, op.k)) | 0
-      break
-    case ROTATE:
-      s[a] = (s[a]! << op.r) | (s[a]! >>> (32 - op.r))
-      break
-    case ADD_LANE:
-      s[a] = (s[a]! + s[op.b]!) | 0
-      break
-    case XOR_LANE:
-      s[a] = s[a]! ^ s[op.b]!
-      break
-    case XOR_SHIFT:
-      s[a] = s[a]! ^ (s[a]! >>> op.r)
-      break
-    case MUL_CONST:
-      s[a] = Math.imul(s[a]!, op.k)
-      break
-  }
-}
-
-function absorb(s: number[], text: string, ops: readonly Op[]): void {
-  for (let j = 0; j < text.length; j++) {
-    const t = text.charCodeAt(j)
-    for (const op of ops) apply(s, op, t)
-  }
-}
-
-function hex32(n: number): string {
-  return (n >>> 0).toString(16).padStart(8, '0')
-}
-
-function runProgram(p: Program, keys: readonly string[], nonce: string, hostname: string): string {
-  const s = [...p.seed]
-  for (const step of p.steps) {
-    const text = 'key' in step.input ? keys[step.input.key]! : 'nonce' in step.input ? nonce : hostname
-    absorb(s, text, step.ops)
-  }
-  for (const op of p.final) apply(s, op, 0)
-  const tag = [...p.tagSeed]
-  absorb(tag, nonce, p.tagOps)
-  absorb(tag, hostname, p.tagOps)
-  for (const op of p.tagFinal) apply(tag, op, 0)
-  // Lane 1 is written last, after it has absorbed lane 0: it depends on both.
-  return hex32(tag[1]!) + '.' + s.map(hex32).join('')
+  if (engineCheck) program.engine = { html: drawSnippet(d), ...drawSmallHash(d) }
+  return program
 }
 
 // --- emitter (client side source) -------------------------------------------------------
@@ -304,14 +272,16 @@ function emitProgram(p: Program, nonce: string, d: Drawer): string {
   // Distinct first letters (a partial Fisher-Yates over the pool) keep the names distinct.
   const pool = NAME_FIRST.slice()
   const names: string[] = []
-  for (let i = 0; i < 12; i++) {
+  for (let i = 0; i < 18; i++) {
     const j = i + d.int(pool.length - i)
     const first = pool[j]!
     pool[j] = pool[i]!
     names.push(first + NAME_SECOND[d.int(26)]!)
   }
-  const [arg, keys, host, text, idx, t, tg0, tg1, ...rest] = names as [string, string, string, string, string, string, string, string, ...string[]]
-  const lanes = rest.slice(0, 4)
+  const [arg, keys, host, text, idx, t, tg0, tg1, l0, l1, l2, l3, en0, en1, walk, node, out, child] = names as [string, ...string[]] as string[] as [
+    string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string,
+  ]
+  const lanes = [l0, l1, l2, l3]
   const tagLanes = [tg0, tg1]
   // One absorb loop per step, inlined with its own ops: the program is data-driven on the
   // server, but in the browser it is straight-line code that differs every time.
@@ -319,16 +289,32 @@ function emitProgram(p: Program, nonce: string, d: Drawer): string {
   const loop = (source: string, ops: string) => `${text}=${source}${head}${ops}}`
   let body = `var ${keys}=${arg}.keys,${host}=String(location.hostname),${text},${idx},${t}`
   for (let i = 0; i < 4; i++) body += `,${lanes[i]}=${p.seed[i]}`
-  body += `,${tg0}=${p.tagSeed[0]},${tg1}=${p.tagSeed[1]};`
+  body += `,${tg0}=${p.tag.seed[0]},${tg1}=${p.tag.seed[1]};`
   for (const step of p.steps) {
     const source = 'key' in step.input ? `${keys}[${step.input.key}]` : 'nonce' in step.input ? `"${nonce}"` : host
     body += loop(source, emitOps(step.ops, lanes, t))
   }
   body += emitAvalanche(p.final, lanes)
-  const tagRound = emitOps(p.tagOps, tagLanes, t)
+  const tagRound = emitOps(p.tag.ops, tagLanes, t)
   body += loop(`"${nonce}"`, tagRound) + loop(host, tagRound)
-  body += emitAvalanche(p.tagFinal, tagLanes)
+  body += emitAvalanche(p.tag.final, tagLanes)
   const hex = (v: string) => `("0000000"+((${v})>>>0).toString(16)).slice(-8)`
-  body += `return ${hex(tg1)}+"."+${hex(lanes[0]!)}+${hex(lanes[1]!)}+${hex(lanes[2]!)}+${hex(lanes[3]!)};`
+  // The result so far lives in `text`; the engine part is appended only if the page could run it.
+  body += `${text}=${hex(tg1)}+"."+${hex(l0)}+${hex(l1)}+${hex(l2)}+${hex(l3)};`
+  if (p.engine) {
+    // The tree signature of src/core/program.ts treeSignature, over the page's own parse.
+    // Without a DOM the answer goes without its engine part: WSDS_ENGINE_CHECKS decides.
+    const result = text
+    const walkFn = `function ${walk}(${node}){var ${out}="",${child}=${node}.firstChild;for(;${child};${child}=${child}.nextSibling)${out}+=${child}.nodeType==1?"<"+${child}.localName+">"+${walk}(${child})+">":${child}.nodeType==3?'"'+${child}.data:${child}.nodeType==8?"!"+${child}.data:"";return ${out}}`
+    const parsed = `${walk}(new DOMParser().parseFromString(${JSON.stringify(p.engine.html)},"text/html").body)`
+    const engineRound = emitOps(p.engine.ops, [en0, en1], t)
+    // The absorb loops reuse `text`, so the main result moves to `out` first.
+    let engine = `var ${en0}=${p.engine.seed[0]},${en1}=${p.engine.seed[1]},${out}=${parsed};`
+    engine += loop(`"${nonce}"`, engineRound) + loop(out, engineRound)
+    engine += emitAvalanche(p.engine.final, [en0, en1])
+    body += `var ${node}=${result};try{${walkFn}${engine}${node}+="."+${hex(en1)}}catch(${child}){}return ${node};`
+  } else {
+    body += `return ${text};`
+  }
   return `function(${arg}){${body}}`
 }

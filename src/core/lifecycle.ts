@@ -5,6 +5,7 @@
  */
 import { parseBindOffer, type Binder, type BindingMode } from './binding.ts'
 import { checkAnswer, createChallenge } from './challenge.ts'
+import type { EngineChecks, EngineVerdict } from './engine-check.ts'
 import { constantTimeEqual, toBase64Url } from './encoding.ts'
 import { verifyPow, type Sha256 } from './pow.ts'
 import type { KeyRing } from './keyring.ts'
@@ -13,6 +14,7 @@ import {
   PROTOCOL_VERSION,
   closeCodeFor,
   parseClientMessage,
+  type ChallengeForm,
   type RejectReason,
   type ServerMessage,
 } from './protocol.ts'
@@ -37,6 +39,8 @@ export interface ConnectionState {
   readonly helloSeen: boolean
   /** Key set named in hello (resolved), used for re-challenges too. */
   readonly keySetId: string | null
+  /** Challenge form negotiated in hello (PROTOCOL.md, "Challenge forms"); absent: 'code'. */
+  readonly form?: ChallengeForm
   readonly outstanding: OutstandingChallenge | null
   /** When the connection fails if nothing changes; null while verified with nothing outstanding. */
   readonly deadlineAt: number | null
@@ -77,6 +81,8 @@ export interface Transition {
   outcome?: RejectReason | 'verified' | 'too-many-bad-frames' | 'bad-pow'
   /** An answer carried valid proof of work: its difficulty and the solve time the client reported. */
   pow?: { bits: number; solveMs: number | null }
+  /** Engine-check verdict of the answer just judged, when its challenge drew one (metrics). */
+  engine?: EngineVerdict
 }
 
 export interface LifecycleContext {
@@ -98,7 +104,13 @@ export interface LifecycleContext {
   binding?: BindingMode
   /** Derives a bound connection's keys; without one, `bind` is ignored as under 'off'. */
   binder?: Binder
+  /** Forms this deployment allows (WSDS_CHALLENGE_FORMS; default DEFAULT_FORMS). */
+  forms?: readonly ChallengeForm[]
+  /** Engine checks (WSDS_ENGINE_CHECKS) with the adapter's HTML parser; absent: off. */
+  engine?: EngineChecks
 }
+
+export const DEFAULT_FORMS: readonly ChallengeForm[] = ['code', 'program']
 
 export const DEFAULT_TIMEOUT_MS = 10_000
 export const DEFAULT_MAX_BAD_FRAMES = 10
@@ -152,8 +164,9 @@ function reject(state: ConnectionState, reason: RejectReason, prefix: Action[] =
 function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId: string, deadlineAt: number, prefix: Action[], minPowBits = 0): Transition {
   const keySet = ctx.keyRing.resolve(keySetId)
   if (keySet === null) return reject(state, 'stale-keyset', prefix)
-  const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random })
+  const challenge = createChallenge({ keySet, hostname: state.hostname, random: ctx.random, form: state.form ?? 'code', engine: ctx.engine })
   const token = newId(ctx.random)
+  const expiresInMs = Math.max(0, deadlineAt - ctx.now)
   // Proof of work is a field of its own, independent of the challenge's form (docs/protocol.md).
   const powBits = ctx.sha256 === undefined ? 0 : Math.max(ctx.powBits ?? 0, minPowBits)
   const pow = powBits > 0 ? { pow: { alg: 'sha256' as const, bits: powBits } } : {}
@@ -161,7 +174,11 @@ function issueChallenge(state: ConnectionState, ctx: LifecycleContext, keySetId:
     state: { ...state, keySetId, outstanding: { token, expected: challenge.expected, ...(powBits > 0 ? { powBits } : {}) }, deadlineAt },
     actions: [
       ...prefix,
-      send({ type: 'challenge', token, code: challenge.code, expiresInMs: Math.max(0, deadlineAt - ctx.now), ...pow }),
+      send(
+        challenge.form === 'program'
+          ? { type: 'challenge', token, form: 'program', program: challenge.program, expiresInMs, ...pow }
+          : { type: 'challenge', token, code: challenge.code, expiresInMs, ...pow },
+      ),
       { type: 'timer', at: deadlineAt },
     ],
   }
@@ -220,6 +237,11 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
         } else if (bindingMode === 'required') return reject(seen, 'binding-required')
       }
       const connection = send({ type: 'connection', connectionId: state.connectionId })
+      // The first form the client prefers that this deployment allows (PROTOCOL.md, "Challenge forms").
+      const allowed = ctx.forms ?? DEFAULT_FORMS
+      const form = (message.forms ?? ['code']).find((f) => allowed.includes(f))
+      if (form === undefined) return reject(seen, 'unsupported-form', [connection])
+      seen = { ...seen, form }
       const keySet = ctx.keyRing.resolve(message.keySet)
       if (keySet === null) return reject(seen, 'stale-keyset', [connection])
       if (state.deadlineAt !== null && ctx.now >= state.deadlineAt) return reject(seen, 'timeout', [connection])
@@ -237,8 +259,9 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
         if (work === null || !work.ok) return { ...reject(state, 'wrong-answer'), outcome: 'bad-pow' }
         pow = { bits: outstanding.powBits, solveMs: work.solveMs }
       }
-      const check = checkAnswer(outstanding.expected, message.result)
-      if (!check.ok) return reject(state, check.reason)
+      const check = checkAnswer(outstanding.expected, message.result, ctx.engine?.mode === 'enforce')
+      const engine = check.engine === undefined ? {} : { engine: check.engine }
+      if (!check.ok) return { ...reject(state, check.reason), ...engine }
       // The ECDH derivation runs only for a correct answer, so failed challenges cost none.
       let bind = state.bind
       if (bind !== undefined && bind.requestKey === undefined) {
@@ -252,6 +275,7 @@ export function transition(state: ConnectionState, event: LifecycleEvent, ctx: L
           ? { type: 'verified', connectionId: state.connectionId, bind: { key: bind.serverKey } }
           : { type: 'verified', connectionId: state.connectionId }
       return {
+        ...engine,
         ...(pow !== undefined ? { pow } : {}),
         state: { ...state, phase: 'verified', outstanding: null, deadlineAt: null, ...(bind !== undefined ? { bind } : {}) },
         actions: [

@@ -12,13 +12,22 @@ export interface DemoOptions {
   keySet: { id: string; keys: readonly string[] }
   /** Path of the gateway's WebSocket endpoint, resolved by the page against its own origin (default '/wsds'). */
   wsPath?: string
+  /** Content-Security-Policy of the page (default DEMO_CSP). */
+  csp?: string
 }
 
 export type DemoHandler = (req: IncomingMessage, res: ServerResponse) => boolean
 
-// 'unsafe-eval' is what the SDK's default challenge evaluator needs (new Function); nothing
-// else on the page is inline, so scripts and styles stay locked to the page's own origin.
-export const DEMO_CSP = "default-src 'self'; script-src 'self' 'unsafe-eval'; connect-src 'self' ws: wss:; style-src 'self'"
+// The strict policy docs/integrations.md asks of pages: the SDK answers `program`
+// challenges with no eval, nothing on the page is inline, and connect-src 'self' covers the
+// same-origin ws: / wss: socket (CSP3). Styles fall under default-src 'self'.
+export const DEMO_CSP = "default-src 'self'; script-src 'self'; connect-src 'self'"
+
+/**
+ * For a gateway that only sends `code` challenges (a deployment whose handlers do not yet
+ * negotiate forms): the same policy plus the 'unsafe-eval' the code form needs.
+ */
+export const DEMO_CSP_CODE_FORM = "default-src 'self'; script-src 'self' 'unsafe-eval'; connect-src 'self'"
 
 /** The demo app as one browser script, written next to the compiled handler by `npm run build` (scripts/build.ts). */
 export const DEMO_BUNDLE_FILE = 'app.bundle.js'
@@ -75,7 +84,7 @@ export async function createDemoHandler(options: DemoOptions): Promise<DemoHandl
   const assets = new Map<string, Asset>()
   const page: Asset = {
     body: html,
-    headers: { ...common, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', 'content-security-policy': DEMO_CSP },
+    headers: { ...common, 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', 'content-security-policy': options.csp ?? DEMO_CSP },
   }
   assets.set('/', page)
   assets.set('/index.html', page)

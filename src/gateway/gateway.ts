@@ -24,16 +24,17 @@ import {
   type LifecycleEvent,
   type Transition,
 } from '../core/lifecycle.ts'
+import { browserFamily, type EngineChecks } from '../core/engine-check.ts'
 import { matchesTarget, type RechallengeRequest } from '../core/operations.ts'
 import type { PowPolicy } from '../core/pow-policy.ts'
 import { isPowBits } from '../core/pow.ts'
-import { CloseCode, encodeServerMessage } from '../core/protocol.ts'
+import { CloseCode, encodeServerMessage, type ChallengeForm } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
 import { createOriginPolicy } from './origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
 import { createRechallengeTimer } from './rechallenge-timer.ts'
-import { createGatewayStats, type GatewayStats, type RefusalReason } from './stats.ts'
+import { createGatewayStats, type BrowserFamily, type GatewayStats, type RefusalReason } from './stats.ts'
 
 export interface GatewayOptions {
   store: Store
@@ -67,6 +68,10 @@ export interface GatewayOptions {
   random?: RandomSource
   now?: () => number
   logger?: GatewayLogger
+  /** Challenge forms allowed (WSDS_CHALLENGE_FORMS; default code, program). */
+  challengeForms?: readonly ChallengeForm[]
+  /** Engine checks (WSDS_ENGINE_CHECKS) with their HTML parser (src/engine/parse5.ts); absent: off. */
+  engineChecks?: EngineChecks
 }
 
 export interface GatewayLogger {
@@ -97,6 +102,8 @@ interface Conn {
   ws: WebSocket
   /** Client address, for logs. */
   remote: string
+  /** Browser family from the upgrade's User-Agent, for engine-check metrics. */
+  family: BrowserFamily
   state: ConnectionState
   record: ConnectionRecord
   timer: NodeJS.Timeout | null
@@ -253,10 +260,12 @@ export function createGateway(options: GatewayOptions): Gateway {
   // perMessageDeflate off: challenge frames are small and compression costs CPU per socket.
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, clientTracking: false })
 
+  const forms = options.challengeForms
+  const engine = options.engineChecks
   const binding = options.binding ?? 'optional'
   const binder = options.binder ?? createNodeBinder()
   const ctx = (conn?: Conn): LifecycleContext => {
-    const c: LifecycleContext = { now: now(), keyRing, random, timeoutMs, binding, binder }
+    const c: LifecycleContext = { now: now(), keyRing, random, timeoutMs, binding, binder, forms, engine }
     if (conn === undefined) return c
     // The hash is always there, so an operator can ask for work even with WSDS_POW_BITS=0.
     c.sha256 = sha256
@@ -339,7 +348,8 @@ export function createGateway(options: GatewayOptions): Gateway {
           void deleteRecord(record.connectionId)
           return
         }
-        wss.handleUpgrade(req, socket, head, (ws) => accept(ws, record, hostname, remote))
+        const family = browserFamily(req.headers['user-agent'])
+        wss.handleUpgrade(req, socket, head, (ws) => accept(ws, record, hostname, remote, family))
       },
       (cause: unknown) => {
         stats.storeErrors++
@@ -348,7 +358,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     )
   }
 
-  function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string): void {
+  function accept(ws: WebSocket, record: ConnectionRecord, hostname: string, remote: string, family: BrowserFamily): void {
     stats.upgradesAccepted++
     closeOversizedWith1009(ws)
     const opened = openConnection({
@@ -358,7 +368,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       now: record.createdAt,
       timeoutMs,
     })
-    const conn: Conn = { ws, remote, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
+    const conn: Conn = { ws, remote, family, state: opened.state, record, timer: null, backlog: null, budget: MESSAGE_BURST, budgetAt: record.createdAt }
     conns.set(record.connectionId, conn)
     handshaking.add(record.connectionId)
     powPolicy?.recordUpgrade(remote)
@@ -408,6 +418,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function run(conn: Conn, result: Transition): void {
     conn.state = result.state
+    if (result.engine !== undefined) stats.engineChecks[conn.family][result.engine]++
     if (result.outcome !== undefined) {
       stats.outcomes[result.outcome]++
       stepUp(conn, result)

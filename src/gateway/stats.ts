@@ -4,6 +4,7 @@
  * label lookup off the hot path.
  */
 import { createDurationHistogram, type DurationHistogram } from '../core/histogram.ts'
+import type { EngineVerdict } from '../core/engine-check.ts'
 import type { RejectReason } from '../core/protocol.ts'
 
 export type RefusalReason = 'origin' | 'rate-limit' | 'store-unavailable' | 'shutting-down'
@@ -23,6 +24,8 @@ export interface GatewayStats {
   storeErrors: number
   /** Upgrade to verified, per verified handshake. */
   handshakeSeconds: DurationHistogram
+  /** Engine-check verdicts by browser family from the User-Agent (docs/protocol.md, "Engine checks"). */
+  engineChecks: Record<BrowserFamily, Record<EngineVerdict, number>>
   /** Re-challenges sent to verified connections, by what asked for them. */
   rechallenges: { periodic: number; operator: number }
   /** Challenges that asked for proof of work, by difficulty (bits). */
@@ -32,6 +35,9 @@ export interface GatewayStats {
   /** Solve times the clients reported (answer.pow.ms): untrusted, for dashboards only. */
   powSolveSeconds: DurationHistogram
 }
+
+export type BrowserFamily = 'chromium' | 'firefox' | 'safari' | 'other'
+const verdicts = (): Record<EngineVerdict, number> => ({ match: 0, mismatch: 0, missing: 0 })
 
 export function createGatewayStats(): GatewayStats {
   return {
@@ -58,6 +64,7 @@ export function createGatewayStats(): GatewayStats {
     closed: 0,
     storeErrors: 0,
     handshakeSeconds: createDurationHistogram(),
+    engineChecks: { chromium: verdicts(), firefox: verdicts(), safari: verdicts(), other: verdicts() },
     rechallenges: { periodic: 0, operator: 0 },
     powIssued: {},
     powSolved: 0,

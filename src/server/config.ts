@@ -8,6 +8,8 @@ import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
 import type { BindingMode } from '../core/binding.ts'
 import type { Mode } from '../core/front.ts'
+import { ENGINE_MODES, type EngineMode } from '../core/engine-check.ts'
+import { CHALLENGE_FORMS, type ChallengeForm } from '../core/protocol.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
 import type { StoreOutagePolicy } from '../core/authenticator.ts'
 import { parseRedisStoreUrl, redact } from '../stores/redis-url.ts'
@@ -45,6 +47,10 @@ export interface ServerConfig {
   socketPath: string | null
   /** Permissions of that socket file (connecting needs write permission). */
   socketMode: number
+  /** Challenge forms the gateway offers (PROTOCOL.md, "Challenge forms"). */
+  challengeForms: ChallengeForm[]
+  /** Engine checks in challenges (docs/protocol.md, "Engine checks"). */
+  engineChecks: EngineMode
   /** Re-challenge interval for verified connections, ms; null = off (docs/protocol.md, "Step-up"). */
   rechallengeMs: number | null
   /** Base proof-of-work difficulty, bits (0 = none). */
@@ -98,6 +104,8 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
   { env: 'WSDS_SOCKET', flag: '--socket', help: 'also listen on this Unix socket path, for a proxy on the same host (default: none)' },
   { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
+  { env: 'WSDS_CHALLENGE_FORMS', flag: '--challenge-forms', help: 'comma-separated challenge forms to allow: code, program (default code,program)' },
+  { env: 'WSDS_ENGINE_CHECKS', flag: '--engine-checks', help: 'HTML-parser engine checks in challenges: off|monitor|enforce (default monitor)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
   { env: 'WSDS_RECHALLENGE_MS', flag: '--rechallenge-ms', help: 're-challenge verified connections at this interval, jitter 10%, or off (default off)' },
   { env: 'WSDS_POW_BITS', flag: '--pow-bits', help: 'proof-of-work difficulty of every challenge, bits, 0 = off (default 0)' },
@@ -254,6 +262,14 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const socketModeText = get('WSDS_SOCKET_MODE') ?? '660'
   if (!/^0?[0-7]{3}$/.test(socketModeText.trim())) bad('WSDS_SOCKET_MODE', socketModeText, 'must be octal permissions like 660')
+  const formsText = get('WSDS_CHALLENGE_FORMS') ?? 'code,program'
+  const challengeForms = [...new Set(formsText.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''))]
+  for (const f of challengeForms) {
+    if (!(CHALLENGE_FORMS as readonly string[]).includes(f)) bad('WSDS_CHALLENGE_FORMS', formsText, `unknown form "${f}"; the forms are ${CHALLENGE_FORMS.join(', ')}`)
+  }
+  if (challengeForms.length === 0) bad('WSDS_CHALLENGE_FORMS', formsText, 'needs at least one form')
+  const engineChecks = (get('WSDS_ENGINE_CHECKS') ?? 'monitor').trim().toLowerCase()
+  if (!(ENGINE_MODES as readonly string[]).includes(engineChecks)) bad('WSDS_ENGINE_CHECKS', engineChecks, 'must be off, monitor or enforce')
   const rechallengeText = get('WSDS_RECHALLENGE_MS') ?? 'off'
   const rechallengeMs = rechallengeText.trim().toLowerCase() === 'off' ? null : int('WSDS_RECHALLENGE_MS', rechallengeText, 1000, 86_400_000)
   const powBits = int('WSDS_POW_BITS', get('WSDS_POW_BITS') ?? '0', 0, 32)
@@ -269,6 +285,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   const idRateText = get('WSDS_ID_RATE_LIMIT') ?? 'off'
   const idRateLimit = idRateText.trim().toLowerCase() === 'off' ? null : int('WSDS_ID_RATE_LIMIT', idRateText, 1, 1_000_000)
   return {
+    challengeForms: challengeForms as ChallengeForm[],
+    engineChecks: engineChecks as EngineMode,
     rechallengeMs,
     powBits,
     powMaxBits,

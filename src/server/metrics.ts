@@ -52,6 +52,18 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
     },
   })
   new Counter({
+    name: 'wsds_engine_checks_total',
+    help: 'Engine-check verdicts of answers (match, mismatch, missing), by browser family from the User-Agent',
+    labelNames: ['family', 'verdict'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      for (const [family, byVerdict] of Object.entries(s.engineChecks)) {
+        for (const [verdict, n] of Object.entries(byVerdict)) this.inc({ family, verdict }, n)
+      }
+    },
+  })
+  new Counter({
     name: 'wsds_bad_messages_total',
     help: 'Malformed client frames answered with bad-message',
     registers: [registry],

@@ -25,6 +25,7 @@ import { accessRequestOf, connectionIdOf, decideRequest, headerOf, sendJson, sen
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from '../stores/open-store.ts'
 import type { ServerConfig } from './config.ts'
+import { createEngineChecks } from '../engine/parse5.ts'
 import { createMetricsRegistry } from './metrics.ts'
 import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
 import { createPowPolicy } from '../core/pow-policy.ts'
@@ -163,6 +164,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     binding: config.binding,
     random,
     logger,
+    challengeForms: config.challengeForms,
+    engineChecks: createEngineChecks(config.engineChecks),
     rechallengeMs: config.rechallengeMs,
     powPolicy: config.powBits > 0 || config.powMaxBits > 0 ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now }) : null,
   })

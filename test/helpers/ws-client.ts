@@ -4,7 +4,10 @@
  * page would do (evaluate the challenge source with the keys and a hostname).
  */
 import WebSocket from 'ws'
-import type { ChallengeMessage, CodeChallengeMessage, ServerMessage } from '../../src/core/protocol.ts'
+import { decodeProgram, runProgram } from '../../src/core/program.ts'
+import type { ChallengeMessage, ServerMessage } from '../../src/core/protocol.ts'
+import { htmlTreeSignature } from '../../src/engine/parse5.ts'
+import { NodeDOMParser } from './html-dom.ts'
 
 export interface OpenOptions {
   origin?: string
@@ -89,9 +92,23 @@ export class TestClient {
   }
 }
 
-/** Runs a challenge the way a page on `hostname` would. */
-export async function solve(challenge: ChallengeMessage, keys: readonly string[], hostname: string): Promise<unknown> {
-  const fn = new Function('location', `return (${(challenge as CodeChallengeMessage).code})`)({ hostname }) as (input: { keys: readonly string[] }) => unknown
+export interface SolveOptions {
+  /** Give the challenge an HTML parser (parse5), as a browser page has (default true); false answers without the engine part. */
+  dom?: boolean
+}
+
+/** Runs a challenge, in either form, the way a page on `hostname` would. */
+export async function solve(challenge: ChallengeMessage, keys: readonly string[], hostname: string, options: SolveOptions = {}): Promise<unknown> {
+  const dom = options.dom ?? true
+  if (challenge.form === 'program') {
+    const decoded = decodeProgram(challenge.program, keys.length)
+    if (decoded === null) throw new Error('malformed program challenge')
+    const engine = decoded.program.engine
+    return runProgram(decoded.program, keys, decoded.nonce, hostname, engine && dom ? htmlTreeSignature(engine.html) : null)
+  }
+  const fn = new Function('location', 'DOMParser', `return (${challenge.code})`)({ hostname }, dom ? NodeDOMParser : undefined) as (input: {
+    keys: readonly string[]
+  }) => unknown
   return await fn({ keys })
 }
 
@@ -103,10 +120,13 @@ export interface HandshakeResult {
 /** The whole happy path: hello, connection, challenge, answer, verified. */
 export async function verifiedHandshake(
   url: string,
-  opts: { origin: string; keys: readonly string[]; keySet?: string; hostname?: string },
+  opts: { origin: string; keys: readonly string[]; keySet?: string; hostname?: string; forms?: string[] },
 ): Promise<HandshakeResult> {
   const client = await openSocket(url, { origin: opts.origin })
-  client.send(opts.keySet === undefined ? { action: 'hello', v: 1 } : { action: 'hello', v: 1, keySet: opts.keySet })
+  const hello: Record<string, unknown> = { action: 'hello', v: 1 }
+  if (opts.keySet !== undefined) hello.keySet = opts.keySet
+  if (opts.forms !== undefined) hello.forms = opts.forms
+  client.send(hello)
   const connection = await client.expect('connection')
   const challenge = await client.expect('challenge')
   const result = await solve(challenge, opts.keys, opts.hostname ?? new URL(opts.origin).hostname)
