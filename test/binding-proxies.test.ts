@@ -9,38 +9,12 @@ import { readFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import { startGreetingServer } from '../src/demo/greeting.ts'
 import { boundHandshake, type BindingTarget } from './contracts/binding-suite.ts'
-import {
-  CADDY_TEMPLATE,
-  NGINX_TEMPLATE,
-  caddyBinary,
-  nginxBinary,
-  renderTemplate,
-  runNginx,
-  startCaddy,
-  type ProxyTargets,
-  type RunningProxy,
-} from './helpers/proxies.ts'
+import { caddyBinary, nginxBinary, startCaddy, startNginx, type RunningProxy } from './helpers/proxies.ts'
 import { TEST_ORIGIN, startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
 import { freePort } from './helpers/services.ts'
 
-/**
- * The shipped nginx config, with X-Forwarded-Method / X-Forwarded-Uri added here only when the
- * template does not set them yet (PROTOCOL.md: "the shipped nginx config sets them").
- */
-async function startNginxForBinding(targets: ProxyTargets): Promise<RunningProxy> {
-  const port = await freePort()
-  let template = readFileSync(NGINX_TEMPLATE, 'utf8')
-  if (!/X-Forwarded-Method/i.test(template)) {
-    template = template.replace(
-      'proxy_set_header connectionId $http_connectionid;',
-      'proxy_set_header connectionId $http_connectionid;\n            proxy_set_header X-Forwarded-Method $request_method;\n            proxy_set_header X-Forwarded-Uri $request_uri;',
-    )
-  }
-  return runNginx(renderTemplate(template, { LISTEN_PORT: port, GATEWAY: targets.gateway, UPSTREAM: targets.upstream }), port)
-}
-
 for (const [name, binary, start] of [
-  ['nginx', nginxBinary, startNginxForBinding],
+  ['nginx', nginxBinary, startNginx],
   ['Caddy', caddyBinary, startCaddy],
 ] as const) {
   describe(`request binding behind ${name} (deploy/)`, { skip: binary.skip }, () => {
