@@ -10,6 +10,8 @@
 import type { NextFunction, Request, Response } from 'express'
 import { connectionIdOf, sendRefusal } from '../proxy/http-auth.ts'
 import {
+  serviceTokenOfHeaders,
+  firstValue,
   connectionOf,
   createGuard,
   handleOf,
@@ -58,7 +60,13 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
   async function decideAndAnswer(req: Request, res: Response, next: NextFunction, connectionId: string | undefined): Promise<void> {
     let decision: FrontDecision
     try {
-      decision = await guard.decide({ connectionId, method: req.method, target: req.originalUrl, remoteAddress: req.ip ?? req.socket.remoteAddress })
+      decision = await guard.decide({
+        connectionId,
+        method: req.method,
+        target: req.originalUrl,
+        remoteAddress: req.ip ?? req.socket.remoteAddress,
+        serviceToken: serviceTokenOfHeaders((name) => firstValue(req.headers[name])),
+      })
       if (!decision.pass) {
         if (onReject !== undefined) {
           const handled = await onReject(req, res, decision)

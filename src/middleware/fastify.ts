@@ -12,6 +12,7 @@
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import {
+  serviceTokenOfHeaders,
   connectionOf,
   createGuard,
   firstValue,
@@ -63,7 +64,13 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
   }
 
   const decideAndAnswer = async (request: FastifyRequest, reply: FastifyReply, connectionId: string | undefined): Promise<unknown> => {
-    const decision = await guard.decide({ connectionId, method: request.method, target: request.url, remoteAddress: request.ip })
+    const decision = await guard.decide({
+      connectionId,
+      method: request.method,
+      target: request.url,
+      remoteAddress: request.ip,
+      serviceToken: serviceTokenOfHeaders((name) => firstValue(request.headers[name])),
+    })
     if (decision.pass) return pass(request, decision)
     if (onReject !== undefined) {
       const handled = await onReject(request, reply, decision)

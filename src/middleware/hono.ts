@@ -14,6 +14,7 @@
 import type { Context, Handler, Input, MiddlewareHandler, Next } from 'hono'
 import type { BlankInput, HandlerResponse } from 'hono/types'
 import {
+  serviceTokenOfHeaders,
   OWN_HEADERS,
   connectionOf,
   createGuard,
@@ -136,7 +137,14 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     connectionId: string | undefined,
     then: () => T,
   ): Promise<Awaited<T> | Response | undefined> => {
-    const decision = await guard.decide({ connectionId, method: c.req.method, target: targetOf(c.req.url) })
+    const decision = await guard.decide({
+      connectionId,
+      method: c.req.method,
+      target: targetOf(c.req.url),
+      // Only @hono/node-server exposes the socket; elsewhere CIDR rules see no address and do not match.
+      remoteAddress: (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress,
+      serviceToken: serviceTokenOfHeaders((name) => (node !== undefined ? firstValue(node[name]) : c.req.header(name))),
+    })
     if (decision.pass) {
       admit(c, decision, node)
       return await then()

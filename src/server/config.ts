@@ -40,6 +40,8 @@ export interface ServerConfig {
   socketPath: string | null
   /** Permissions of that socket file (connecting needs write permission). */
   socketMode: number
+  /** Policy rules file (YAML or JSON, PROTOCOL.md "Policy rules"); null or absent = none. */
+  policyFile?: string | null
 }
 
 interface Setting {
@@ -70,6 +72,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_MODE', flag: '--mode', help: 'enforce (default) or monitor: admit all, label X-WSDS-Verdict, count' },
   { env: 'WSDS_SOCKET', flag: '--socket', help: 'also listen on this Unix socket path, for a proxy on the same host (default: none)' },
   { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
+  { env: 'WSDS_POLICY_FILE', flag: '--policy-file', help: 'policy rules, YAML or JSON; reloaded on SIGHUP and on change (default: none, all verify)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
 ]
 
@@ -233,5 +236,6 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     metricsPath,
     metricsPort,
     logLevel,
+    policyFile: get('WSDS_POLICY_FILE') ?? null,
   }
 }

@@ -23,6 +23,7 @@ import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { createMetricsRegistry } from './metrics.ts'
 import { listenUnixSocket } from './unix-socket.ts'
+import { nodeSha256, openPolicyFile, type PolicyFile } from './policy-file.ts'
 
 export interface RunningServer {
   /** The HTTP server: it listens on the TCP port and is handed the Unix socket's connections. */
@@ -33,6 +34,8 @@ export interface RunningServer {
   store: Store
   authenticator: Authenticator
   front: Front
+  /** The rules file in force (WSDS_POLICY_FILE), or null. */
+  policy: PolicyFile | null
   logger: Logger
   /** The key set pages use when they name none (generated when no file was given). */
   currentKeySet: KeySet
@@ -61,6 +64,8 @@ function pathOf(url: string): string {
 
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: undefined })
+  // First, before anything opens: a bad rules file stops the start (ERR_POLICY names the rule).
+  const policy = config.policyFile ? openPolicyFile(config.policyFile, { logger }) : null
   const random = createRandomPool()
   let keySets = config.keySets
   if (keySets.length === 0) {
@@ -71,10 +76,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     )
   }
   const keyRing = createKeyRing(keySets)
-  const opened =
-    options.store === undefined
-      ? await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
-      : null
+  let opened: Awaited<ReturnType<typeof openStore>> | null = null
+  try {
+    if (options.store === undefined) {
+      opened = await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
+    }
+  } catch (err) {
+    policy?.close()
+    throw err
+  }
   const store = options.store ?? opened!.store
   const rateLimiter = options.rateLimiter !== undefined ? options.rateLimiter : (opened?.rateLimiter ?? null)
   // The store says once when it becomes unreachable and once when it is back; requests
@@ -86,7 +96,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     else logger.info({ event: 'store-up' }, 'connection store reachable again')
   })
   const authenticator = createAuthenticator({ store, cacheTtlMs: config.authCacheTtlMs })
-  const front = createFront({ authenticator, mode: config.mode })
+  const front = createFront({ authenticator, mode: config.mode, ...(policy !== null ? { policy, sha256: nodeSha256 } : {}) })
   const server = createServer()
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
@@ -182,6 +192,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     })
   // A start that fails leaves nothing running: it must not keep the process alive.
   const abortStart = async (err: unknown): Promise<never> => {
+    policy?.close()
     await gateway.close()
     authenticator.close()
     await closeHttp()
@@ -233,6 +244,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       keySets: keyRing.sets.map((k) => k.id),
       store: opened?.kind ?? 'custom',
       mode: front.mode,
+      ...(policy !== null ? { policy: policy.path, rules: policy.current.rules.length } : {}),
       metrics: metricsUrl ?? `${url}${config.metricsPath}`,
       node: gateway.nodeId,
       ...(config.socketPath !== null ? { socket: config.socketPath } : {}),
@@ -246,12 +258,14 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     store,
     authenticator,
     front,
+    policy,
     logger,
     currentKeySet: keyRing.current,
     port,
     url,
     metricsUrl: metricsUrl ?? `${url}${config.metricsPath}`,
     async close() {
+      policy?.close()
       await gateway.close()
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
