@@ -237,12 +237,12 @@ describe('AWS REST authorizer with WSDS_POLICY_FILE bundled', () => {
         requestContext: { identity: { sourceIp: c.forwardedFor?.split(',')[0]?.trim() ?? '192.0.2.10' } },
       }
       try {
-        const result = (await authorize(event)) as { policyDocument: { Statement: { Effect: string; Resource: string }[] }; context: { rule: string } }
+        const result = (await authorize(event)) as { policyDocument: { Statement: { Effect: string; Resource: string }[] }; context: { rule?: string } }
         const statement = result.policyDocument.Statement[0]!
         if (statement.Effect === 'Deny') return { status: 403, body: '{"error":"forbidden"}' }
         // With rules in force an Allow covers only this method and path.
         assert.equal(statement.Resource, event.methodArn)
-        return { status: 200, body: '{}', rule: result.context.rule || null }
+        return { status: 200, body: '{}', rule: result.context.rule ?? null }
       } catch (err) {
         assert.equal((err as Error).message, UNAUTHORIZED)
         return { status: 401, body: '{"error":"unauthorized"}' }

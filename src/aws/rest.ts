@@ -50,7 +50,7 @@ export function createAuthorizer(
       return {
         principalId: 'policy',
         policyDocument: { Version: '2012-10-17', Statement: [{ Action: 'execute-api:Invoke', Effect: 'Deny', Resource: event.methodArn }] },
-        context: { verdict: decision.verdict, rule: '', connectionId: '', origin: '' },
+        context: { verdict: decision.verdict, connectionId: '', origin: '' },
       }
     }
     if (!decision.pass) throw new Error(UNAUTHORIZED)
@@ -65,7 +65,8 @@ export function createAuthorizer(
         verdict: decision.headers[VERDICT_HEADER] ?? decision.verdict,
         connectionId: decision.headers[CONNECTION_ID_RESPONSE_HEADER] ?? '',
         origin: decision.headers[ORIGIN_RESPONSE_HEADER] ?? '',
-        rule: decision.headers[RULE_HEADER] ?? '',
+        // Only when a rule decided ($context.authorizer.rule), so plain admissions look as before.
+        ...(decision.headers[RULE_HEADER] !== undefined ? { rule: decision.headers[RULE_HEADER] } : {}),
       },
     }
   }
