@@ -50,7 +50,7 @@ export interface WsdsMiddlewareOptions {
   mode?: Mode
   /**
    * Policy rules (PROTOCOL.md, "Policy rules"): the decoded file (`{ rules, default }`) or a
-   * source whose `current` a reload replaces (`openPolicyFile(path)` from `wsds/policy`).
+   * source whose `current` a reload replaces (`openPolicyFile(path)` from `wsds/server`).
    * Default: none, every request gets the WSDS check.
    */
   policy?: PolicySource | object
