@@ -203,40 +203,62 @@ function matchStar(parts: readonly string[], text: string): boolean {
   return parts.length === 2 && first === '' && last === '' ? text.length > 0 : true
 }
 
-/** Compiles a glob to a matcher of a path without query. */
-export function compileGlob(pattern: string): (path: string) => boolean {
+interface GlobMatcher {
+  /** The pattern when it has no wildcard (then only equality matters). */
+  exact: string | null
+  /** Literal text every matching path starts with: a cheap test before splitting. */
+  prefix: string
+  /** Matches the path's segments (`path.split('/')`). */
+  matchParts(parts: readonly string[]): boolean
+}
+
+function compileGlobMatcher(pattern: string): GlobMatcher {
   const why = globProblem(pattern)
   if (why !== null) throw new WsdsError('ERR_POLICY', `path glob ${JSON.stringify(pattern)}: ${why}`)
-  const segments = pattern.split('/').map(compileSegment)
-  if (segments.every((s) => s.kind === 'exact')) return (path) => path === pattern
-  return (path) => {
-    const parts = path.split('/')
-    // Iterative matching with one backtrack point per `**` (the classic wildcard algorithm
-    // at segment level): linear in practice, never exponential.
-    let p = 0
-    let s = 0
-    let starS = -1
-    let starP = 0
-    while (p < parts.length) {
-      const seg = segments[s]
-      if (seg !== undefined && seg.kind === 'any') {
-        starS = s++
-        starP = p
-        continue
+  const raw = pattern.split('/')
+  const segments = raw.map(compileSegment)
+  const firstWild = segments.findIndex((s) => s.kind !== 'exact')
+  if (firstWild === -1) return { exact: pattern, prefix: pattern, matchParts: (parts) => parts.join('/') === pattern }
+  // Up to the wildcard segment; a `**` may take no segment, so its `/` is not required.
+  const prefix = raw.slice(0, firstWild).join('/') + (segments[firstWild]!.kind === 'any' ? '' : '/')
+  return {
+    exact: null,
+    prefix,
+    matchParts(parts) {
+      // Iterative matching with one backtrack point per `**` (the classic wildcard algorithm
+      // at segment level): linear in practice, never exponential.
+      let p = 0
+      let s = 0
+      let starS = -1
+      let starP = 0
+      while (p < parts.length) {
+        const seg = segments[s]
+        if (seg !== undefined && seg.kind === 'any') {
+          starS = s++
+          starP = p
+          continue
+        }
+        if (seg !== undefined && (seg.kind === 'exact' ? seg.text === parts[p] : matchStar(seg.parts, parts[p]!))) {
+          s++
+          p++
+          continue
+        }
+        if (starS === -1) return false
+        s = starS + 1
+        p = ++starP
       }
-      if (seg !== undefined && (seg.kind === 'exact' ? seg.text === parts[p] : matchStar(seg.parts, parts[p]!))) {
-        s++
-        p++
-        continue
-      }
-      if (starS === -1) return false
-      s = starS + 1
-      p = ++starP
-    }
-    while (s < segments.length && segments[s]!.kind === 'any') s++
-    // A trailing `**` may take no segment: `/api/**` matches `/api` as well as `/api/x/y`.
-    return s === segments.length
+      while (s < segments.length && segments[s]!.kind === 'any') s++
+      // A trailing `**` may take no segment: `/api/**` matches `/api` as well as `/api/x/y`.
+      return s === segments.length
+    },
   }
+}
+
+/** Compiles a glob to a matcher of a path without query. */
+export function compileGlob(pattern: string): (path: string) => boolean {
+  const m = compileGlobMatcher(pattern)
+  if (m.exact !== null) return (path) => path === m.exact
+  return (path) => path.startsWith(m.prefix) && m.matchParts(path.split('/'))
 }
 
 /** The path of an origin-form request-target: everything before `?` (and `#`, never sent but cut anyway). */
@@ -379,32 +401,66 @@ function digestEqual(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0
 }
 
-function compileRule(spec: PolicyRuleSpec): CompiledRule {
-  const checks: Array<(request: AccessRequest, token: Uint8Array | undefined) => boolean> = []
-  const { path, methods, cidr, token_sha256 } = spec.match
-  if (path !== undefined) {
-    const globs = path.map(compileGlob)
-    checks.push((request) => {
-      if (request.target === undefined) return false
-      const p = pathOfTarget(request.target)
-      return globs.some((g) => g(p))
-    })
+/**
+ * What the rules read of one request, each part computed at most once per evaluation however
+ * many rules look at it.
+ */
+class RequestView {
+  readonly request: AccessRequest
+  readonly token: Uint8Array | undefined
+  private pathValue: string | null | undefined
+  private partsValue: string[] | undefined
+  private addressValue: Uint8Array | null | undefined
+  private methodValue: string | null | undefined
+
+  constructor(request: AccessRequest, token: Uint8Array | undefined) {
+    this.request = request
+    this.token = token
   }
+  get path(): string | null {
+    if (this.pathValue === undefined) this.pathValue = this.request.target === undefined ? null : pathOfTarget(this.request.target)
+    return this.pathValue
+  }
+  get parts(): string[] {
+    return (this.partsValue ??= (this.path ?? '').split('/'))
+  }
+  get address(): Uint8Array | null {
+    if (this.addressValue === undefined) this.addressValue = this.request.remoteAddress === undefined ? null : parseAddress(this.request.remoteAddress)
+    return this.addressValue
+  }
+  get method(): string | null {
+    if (this.methodValue === undefined) this.methodValue = this.request.method === undefined ? null : this.request.method.toUpperCase()
+    return this.methodValue
+  }
+}
+
+type Check = (view: RequestView) => boolean
+
+function compileRule(spec: PolicyRuleSpec): CompiledRule & { test: Check } {
+  // Cheapest first: a method set lookup, then the path, then hashes, then address bytes.
+  const checks: Check[] = []
+  const { path, methods, cidr, token_sha256 } = spec.match
   if (methods !== undefined) {
     const set = new Set(methods)
-    checks.push((request) => request.method !== undefined && set.has(request.method.toUpperCase()))
+    checks.push((view) => view.method !== null && set.has(view.method))
   }
-  if (cidr !== undefined) {
-    const blocks = cidr.map((c) => parseCidr(c)!)
-    checks.push((request) => {
-      if (request.remoteAddress === undefined) return false
-      const address = parseAddress(request.remoteAddress)
-      return address !== null && blocks.some((b) => cidrContains(b, address))
+  if (path !== undefined) {
+    const globs = path.map(compileGlobMatcher)
+    checks.push((view) => {
+      const p = view.path
+      if (p === null) return false
+      for (const g of globs) {
+        if (g.exact !== null) {
+          if (p === g.exact) return true
+        } else if (p.startsWith(g.prefix) && g.matchParts(view.parts)) return true
+      }
+      return false
     })
   }
   if (token_sha256 !== undefined) {
     const digests = token_sha256.map(hexToBytes)
-    checks.push((_request, token) => {
+    checks.push((view) => {
+      const token = view.token
       if (token === undefined) return false
       // Every digest is compared, so the time does not say which entry (if any) matched.
       let found = false
@@ -412,10 +468,22 @@ function compileRule(spec: PolicyRuleSpec): CompiledRule {
       return found
     })
   }
+  if (cidr !== undefined) {
+    const blocks = cidr.map((c) => parseCidr(c)!)
+    checks.push((view) => {
+      const address = view.address
+      return address !== null && blocks.some((b) => cidrContains(b, address))
+    })
+  }
+  const test: Check = (view) => {
+    for (const check of checks) if (!check(view)) return false
+    return true
+  }
   return {
     name: spec.name,
     action: spec.action,
-    matches: (request, token) => checks.every((check) => check(request, token)),
+    test,
+    matches: (request, token) => test(new RequestView(request, token)),
   }
 }
 
@@ -435,7 +503,9 @@ export function compilePolicy(input: unknown): Policy {
     usesTokens,
     active: rules.length > 0 || def !== 'verify',
     evaluate(request, tokenSha256) {
-      for (const rule of rules) if (rule.matches(request, tokenSha256)) return { action: rule.action, rule: rule.name }
+      if (rules.length === 0) return { action: def, rule: null }
+      const view = new RequestView(request, tokenSha256)
+      for (const rule of rules) if (rule.test(view)) return { action: rule.action, rule: rule.name }
       return { action: def, rule: null }
     },
   }
