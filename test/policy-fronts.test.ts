@@ -20,7 +20,7 @@ import { wsds as fastifyWsds } from '../src/middleware/fastify.ts'
 import { wsds as honoWsds, type WsdsEnv } from '../src/middleware/hono.ts'
 import type { WsdsHandle } from '../src/middleware/shared.ts'
 import { POLICY_JSON, POLICY_YAML, policyCases, writePolicyFile, type PolicyCase, type PolicyFront } from './contracts/policy-cases.ts'
-import { nginxBinary, startNginx, type RunningProxy } from './helpers/proxies.ts'
+import { caddyBinary, nginxBinary, startCaddy, startNginx, type RunningProxy } from './helpers/proxies.ts'
 import { TEST_ORIGIN, startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
 import { verifiedHandshake, type TestClient } from './helpers/ws-client.ts'
 
@@ -124,6 +124,31 @@ describe('nginx forward auth (deploy/nginx template) in front of a gateway with 
     send: (c, id) => httpSend(nginx.url, c, id),
     verifiedId: page.verifiedId,
     // A client's X-Forwarded-For never reaches the gateway through nginx: it is never honoured.
+    trustsForwardedFor: false,
+    reportsRule: true,
+  }))
+})
+
+describe('Caddy forward_auth (deploy/caddy Caddyfile) in front of a gateway with the rules', { skip: !CI && caddyBinary.skip }, () => {
+  let echo: Awaited<ReturnType<typeof startEcho>>
+  let gateway: TestServer
+  let caddy: RunningProxy
+  const page = withVerifiedPage(() => gateway)
+  before(async () => {
+    echo = await startEcho()
+    gateway = await startTestServer({ policyFile: writePolicyFile(), trustProxy: true })
+    caddy = await startCaddy({ gateway: `127.0.0.1:${gateway.port}`, upstream: echo.host })
+  })
+  after(async () => {
+    page.close()
+    await caddy?.stop()
+    await gateway?.close()
+    if (echo !== undefined) await stopServer(echo.server)
+  })
+  policyCases(() => ({
+    send: (c, id) => httpSend(caddy.url, c, id),
+    verifiedId: page.verifiedId,
+    // Caddy trusts no proxy by default: it replaces a client's X-Forwarded-For.
     trustsForwardedFor: false,
     reportsRule: true,
   }))

@@ -16,7 +16,7 @@ import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
-import { createFront, type Front } from '../core/front.ts'
+import { CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, RULE_HEADER, createFront, type Front } from '../core/front.ts'
 import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
@@ -55,6 +55,11 @@ export interface StartOptions {
 }
 
 const API_PREFIX = '/api'
+const FORWARD_AUTH_BLANKS: Readonly<Record<string, string>> = Object.freeze({
+  [CONNECTION_ID_RESPONSE_HEADER]: '',
+  [ORIGIN_RESPONSE_HEADER]: '',
+  [RULE_HEADER]: '',
+})
 const WS_PATH = '/wsds'
 
 function pathOf(url: string): string {
@@ -130,8 +135,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     req.url = (req.url ?? '/').slice(API_PREFIX.length) || '/'
     handleGreeting(req, res)
   }
+  // Every X-WSDS-* header on every 204, empty when it does not apply (a rule admitted the
+  // request: no connection): a proxy that copies a header the answer lacks may pass on
+  // garbage instead (Caddy 2.6's copy_headers leaves its placeholder text).
   const passAuth = (res: ServerResponse) => (headers: Record<string, string>) => {
-    res.writeHead(204, { ...headers, 'cache-control': 'no-store' })
+    res.writeHead(204, { ...FORWARD_AUTH_BLANKS, ...headers, 'cache-control': 'no-store' })
     res.end()
   }
 
