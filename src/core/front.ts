@@ -37,7 +37,7 @@ export const UNAUTHORIZED_BODY = '{"error":"unauthorized"}'
 export const STORE_UNAVAILABLE_BODY = '{"error":"store-unavailable"}'
 /** PROTOCOL.md, "Policy rules": what a `deny` rule answers. */
 export const FORBIDDEN_BODY = '{"error":"forbidden"}'
-/** Names the rule behind an `allow:policy` / `deny:policy` verdict (`default` when none matched). */
+/** Names the rule behind an `allow:policy` / `deny:policy` verdict (DEFAULT_RULE_LABEL when none matched). */
 export const RULE_HEADER = 'x-wsds-rule'
 /** The rule label of requests no rule matched, in RULE_HEADER and metrics (rule names cannot start with `(`). */
 export const DEFAULT_RULE_LABEL = '(default)'
@@ -83,6 +83,8 @@ const webSha256 = async (data: Uint8Array): Promise<Uint8Array> =>
 // Distinct tokens remembered with their digest; a full cache starts over (clients with
 // service tokens are few: this only saves a hash per request).
 const TOKEN_CACHE_MAX = 256
+// Longer tokens are hashed every time rather than kept: the cache stays under 256 x 512 bytes.
+const TOKEN_CACHE_MAX_CHARS = 512
 
 export function parseMode(value: string): Mode {
   if (value === 'enforce' || value === 'monitor') return value
@@ -104,6 +106,7 @@ export function createFront(options: FrontOptions): Front {
     const known = tokenDigests.get(token)
     if (known !== undefined) return known
     const remember = (digest: Uint8Array) => {
+      if (token.length > TOKEN_CACHE_MAX_CHARS) return digest
       if (tokenDigests.size >= TOKEN_CACHE_MAX) tokenDigests.clear()
       tokenDigests.set(token, digest)
       return digest
