@@ -55,9 +55,6 @@ export interface Policy {
   evaluate(request: AccessRequest, tokenSha256?: Uint8Array): PolicyMatch
 }
 
-/** The policy that changes nothing: every request gets the WSDS check. */
-export const EMPTY_POLICY_SPEC: PolicySpec = Object.freeze({ rules: [], default: 'verify' }) as PolicySpec
-
 // Limits so a file cannot make matching expensive: every request walks the rules.
 export const MAX_RULES = 1000
 const MAX_LIST = 1000
@@ -550,10 +547,4 @@ export function serviceTokenFrom(ownHeader: string | null | undefined, authoriza
 /** A holder whose policy a reload may replace; fronts read `current` on every request. */
 export interface PolicySource {
   readonly current: Policy
-}
-
-/** A PolicySource that never changes. */
-export function staticPolicy(input: unknown): PolicySource {
-  const policy = compilePolicy(input)
-  return { current: policy }
 }
