@@ -21,6 +21,8 @@ import { createMemoryStore } from '../src/stores/memory.ts'
 import { POLICY_YAML, writePolicyFile } from './contracts/policy-cases.ts'
 import { eventually } from './contracts/protocol-suite.ts'
 import { startTestServer, type TestServer } from './helpers/server.ts'
+import { pino } from 'pino'
+import { Writable } from 'node:stream'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -223,6 +225,22 @@ describe('monitor mode with rules', () => {
   it('does not let a client label itself', async () => {
     const res = await fetch(`${gateway.url}/api/other`, { headers: { 'x-wsds-rule': 'admin', 'x-wsds-verdict': 'allow' } })
     assert.deepEqual(await res.json(), { verdict: 'deny:missing', rule: null })
+  })
+})
+
+describe('forward auth without X-Forwarded-Uri', () => {
+  it('warns once that path rules cannot match, and still decides', async () => {
+    const lines: string[] = []
+    const sink = new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) })
+    const gateway = await startTestServer({ policyFile: writePolicyFile() }, { logger: pino({ level: 'info' }, sink) })
+    try {
+      assert.equal(await statusOf(`${gateway.url}/wsds/auth`), 401)
+      assert.equal(await statusOf(`${gateway.url}/wsds/auth`), 401)
+      assert.equal(await statusOf(`${gateway.url}/wsds/auth`, { headers: { 'x-forwarded-uri': '/api/health', 'x-forwarded-method': 'GET' } }), 204)
+      assert.equal(lines.filter((l) => l.includes('"event":"policy-no-forwarded-uri"')).length, 1)
+    } finally {
+      await gateway.close()
+    }
   })
 })
 

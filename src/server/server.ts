@@ -17,6 +17,7 @@ import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
 import { CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, RULE_HEADER, createFront, type Front } from '../core/front.ts'
+import { FORWARDED_URI_HEADER } from '../core/access.ts'
 import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
@@ -124,7 +125,17 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: WS_PATH }))
     : null
 
+  // Behind forward auth, path rules see X-Forwarded-Uri; a proxy that does not send it makes
+  // every path look like the auth endpoint, so deny rules on paths never fire. Said once.
+  let warnedNoForwardedUri = false
   async function authorize(req: IncomingMessage, res: ServerResponse, forwarded: boolean, onPass: (headers: Record<string, string>) => void) {
+    if (forwarded && !warnedNoForwardedUri && policy !== null && policy.current.active && req.headers[FORWARDED_URI_HEADER] === undefined) {
+      warnedNoForwardedUri = true
+      logger.warn(
+        { event: 'policy-no-forwarded-uri', path: config.authPath },
+        'forward auth request without X-Forwarded-Uri: policy path rules cannot match; make the proxy send it (deploy/ configurations do)',
+      )
+    }
     const decision = await decideRequest(front, req, { forwarded, trustProxy: config.trustProxy })
     if (decision.pass) onPass(decision.headers)
     else sendRefusal(req, res, decision)
