@@ -25,6 +25,8 @@ export interface AwsConfig {
    */
   connectionTtlMs: number
   mode: Mode
+  /** WSDS_POLICY_FILE bundled with the function (the authorizer applies it); null = none. */
+  policyFile?: string | null
 }
 
 /** API Gateway's maximum connection duration (2 h) plus slack for $connect latency. */
@@ -47,5 +49,6 @@ export function readAwsConfig(env: Record<string, string | undefined>, needs: { 
     stateMachineArn,
     connectionTtlMs: CONNECTION_TTL_MS,
     mode: shared.mode,
+    policyFile: shared.policyFile ?? null,
   }
 }

@@ -9,8 +9,10 @@
  * other throw is AUTHORIZER_FAILURE, mapped to 503 like the self-hosted store-unavailable.
  */
 import { createAuthenticator } from '../core/authenticator.ts'
-import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, VERDICT_HEADER } from '../core/front.ts'
+import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, RULE_HEADER, VERDICT_HEADER } from '../core/front.ts'
+import { serviceTokenFrom, type PolicySource } from '../core/policy.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
+import { nodeSha256, readPolicyFile } from '../server/policy-file.ts'
 import type { AwsDeps } from './deps.ts'
 import { header, type AuthorizerEvent, type AuthorizerResult, type ProxyEvent, type ProxyResult } from './events.ts'
 
@@ -24,9 +26,16 @@ export function stageWildcard(methodArn: string): string {
   return `${api}/${stage}/*`
 }
 
-export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'config' | 'now'>): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
+/**
+ * `policy`: rules to apply (default: WSDS_POLICY_FILE, read once at cold start: a bad file
+ * fails the init, so API Gateway answers 503 rather than skipping the rules).
+ */
+export function createAuthorizer(
+  deps: Pick<AwsDeps, 'store' | 'config' | 'now'> & { policy?: PolicySource },
+): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
   const authenticator = createAuthenticator({ store: deps.store, cacheTtlMs: 0, now: deps.now })
-  const front = createFront({ authenticator, mode: deps.config.mode, requestMac: nodeRequestMac })
+  const policy = deps.policy ?? (deps.config.policyFile ? { current: readPolicyFile(deps.config.policyFile) } : undefined)
+  const front = createFront({ authenticator, mode: deps.config.mode, requestMac: nodeRequestMac, ...(policy !== undefined ? { policy, sha256: nodeSha256 } : {}) })
   return async (event) => {
     const connectionId = header(event.headers, 'connectionId')
     // A bound connection's request is admitted only with its WSDS-Signature over method and
@@ -37,17 +46,31 @@ export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'config' | 'now'>
       target: event.path,
       signature: header(event.headers, 'WSDS-Signature'),
       remoteAddress: event.requestContext?.identity?.sourceIp,
+      serviceToken: serviceTokenFrom(header(event.headers, 'X-WSDS-Service-Token'), header(event.headers, 'Authorization')),
     })
     if (decision.status === 503 && !decision.pass) throw new Error('store-unavailable')
+    // A deny rule: an explicit Deny, which API Gateway answers 403 (ACCESS_DENIED gateway response).
+    if (decision.status === 403 && !decision.pass) {
+      return {
+        principalId: 'policy',
+        policyDocument: { Version: '2012-10-17', Statement: [{ Action: 'execute-api:Invoke', Effect: 'Deny', Resource: event.methodArn }] },
+        context: { verdict: decision.verdict, connectionId: '', origin: '' },
+      }
+    }
     if (!decision.pass) throw new Error(UNAUTHORIZED)
+    // Rules depend on the method and path, so with rules in force one cached Allow must not
+    // cover the whole stage.
+    const resource = policy?.current.active ? event.methodArn : stageWildcard(event.methodArn)
     return {
-      principalId: decision.record?.connectionId ?? 'monitor',
-      policyDocument: { Version: '2012-10-17', Statement: [{ Action: 'execute-api:Invoke', Effect: 'Allow', Resource: stageWildcard(event.methodArn) }] },
+      principalId: decision.record?.connectionId ?? (decision.verdict === 'allow:policy' ? 'policy' : 'monitor'),
+      policyDocument: { Version: '2012-10-17', Statement: [{ Action: 'execute-api:Invoke', Effect: 'Allow', Resource: resource }] },
       // Handed to the integration ($context.authorizer.*): the forward-auth headers.
       context: {
         verdict: decision.headers[VERDICT_HEADER] ?? decision.verdict,
         connectionId: decision.headers[CONNECTION_ID_RESPONSE_HEADER] ?? '',
         origin: decision.headers[ORIGIN_RESPONSE_HEADER] ?? '',
+        // Only when a rule decided ($context.authorizer.rule), so plain admissions look as before.
+        ...(decision.headers[RULE_HEADER] !== undefined ? { rule: decision.headers[RULE_HEADER] } : {}),
       },
     }
   }

@@ -20,6 +20,8 @@ export type WsdsErrorCode =
   | 'ERR_HANDSHAKE_TIMEOUT'
   // configuration and infrastructure
   | 'ERR_CONFIG'
+  // a policy rules file that fails validation (the message names the rule and field)
+  | 'ERR_POLICY'
   | 'ERR_KEYSET'
   | 'ERR_STORE_UNAVAILABLE'
   | 'ERR_CLOSED'

@@ -11,6 +11,7 @@ import { jsRequestMac } from './hmac-sha256.ts'
 import { createQuota, type Quota } from './quota.ts'
 import { WsdsError, isWsdsError } from './errors.ts'
 import { createDurationHistogram, type DurationHistogram } from './histogram.ts'
+import type { PolicyAction, PolicyMatch, PolicySource } from './policy.ts'
 import type { ConnectionRecord } from './store.ts'
 
 /** `enforce` refuses; `monitor` admits everything and reports what it would have done. */
@@ -19,18 +20,21 @@ export type Mode = 'enforce' | 'monitor'
 /** Why a bound connection's request was refused (PROTOCOL.md, "Request binding"). */
 export type SignatureDenial = 'unsigned' | 'bad-signature' | 'stale-signature'
 
+/** `allow:policy` / `deny:policy`: a policy rule (or the policy's default) decided, not a connection. */
 export type Verdict =
   | 'allow'
   | `deny:${DenyReason}`
   | `deny:${SignatureDenial}`
   | 'deny:rate-limited'
   | 'deny:store-unavailable'
+  | 'allow:policy'
+  | 'deny:policy'
 
 export interface FrontDecision {
   /** Let the request through (always true in monitor mode). */
   pass: boolean
-  /** What enforce mode answers: 200 (pass), 401, 429 (per-connection quota) or 503. */
-  status: 200 | 401 | 429 | 503
+  /** What enforce mode answers: 200 (pass), 401, 403 (a deny rule), 429 (per-connection quota) or 503. */
+  status: 200 | 401 | 403 | 429 | 503
   verdict: Verdict
   /** The admitted connection, when there is one. */
   record: ConnectionRecord | null
@@ -46,6 +50,12 @@ export interface FrontDecision {
 export const UNAUTHORIZED_BODY = '{"error":"unauthorized"}'
 export const STORE_UNAVAILABLE_BODY = '{"error":"store-unavailable"}'
 export const RATE_LIMITED_BODY = '{"error":"rate-limited"}'
+/** PROTOCOL.md, "Policy rules": what a `deny` rule answers. */
+export const FORBIDDEN_BODY = '{"error":"forbidden"}'
+/** Names the rule behind an `allow:policy` / `deny:policy` verdict (DEFAULT_RULE_LABEL when none matched). */
+export const RULE_HEADER = 'x-wsds-rule'
+/** The rule label of requests no rule matched, in RULE_HEADER and metrics (rule names cannot start with `(`). */
+export const DEFAULT_RULE_LABEL = '(default)'
 export const VERDICT_HEADER = 'x-wsds-verdict'
 export const CONNECTION_ID_RESPONSE_HEADER = 'x-wsds-connection-id'
 export const ORIGIN_RESPONSE_HEADER = 'x-wsds-origin'
@@ -64,6 +74,8 @@ export interface Front {
   readonly decisions: Readonly<Record<string, number>>
   /** Time to decide, including any store read. */
   readonly decisionSeconds: DurationHistogram
+  /** Policy rule outcomes: rule name (or DEFAULT_RULE_LABEL) -> action -> count, for the metrics. */
+  readonly ruleDecisions: ReadonlyMap<string, Readonly<Record<PolicyAction, number>>>
 }
 
 export interface FrontOptions {
@@ -81,10 +93,29 @@ export interface FrontOptions {
   idRateLimit?: number | null
   /** Clock, epoch ms (default Date.now). */
   now?: () => number
+  /**
+   * Policy rules (core/policy.ts), read on every request so a reload takes effect at once.
+   * Default: none (every request gets the WSDS check).
+   */
+  policy?: PolicySource
+  /**
+   * SHA-256 of a service token's UTF-8 bytes, for `token_sha256` rules. Default: Web Crypto
+   * (async); Node adapters pass node:crypto's, which is synchronous.
+   */
+  sha256?: (data: Uint8Array) => Uint8Array | Promise<Uint8Array>
 }
 
 /** Stands in for the request of an unbound cached admission, which reads none of it. */
 const NO_REQUEST: AccessRequest = Object.freeze({ connectionId: undefined })
+
+const encoder = new TextEncoder()
+const webSha256 = async (data: Uint8Array): Promise<Uint8Array> =>
+  new Uint8Array(await crypto.subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>))
+// Distinct tokens remembered with their digest; a full cache starts over (clients with
+// service tokens are few: this only saves a hash per request).
+const TOKEN_CACHE_MAX = 256
+// Longer tokens are hashed every time rather than kept: the cache stays under 256 x 512 bytes.
+const TOKEN_CACHE_MAX_CHARS = 512
 
 export function parseMode(value: string): Mode {
   if (value === 'enforce' || value === 'monitor') return value
@@ -104,6 +135,50 @@ export function createFront(options: FrontOptions): Front {
   }
   const macFactory = options.requestMac ?? jsRequestMac
   const quota: Quota | null = options.idRateLimit == null ? null : createQuota({ perSecond: options.idRateLimit })
+  const policySource = options.policy
+  const sha256 = options.sha256 ?? webSha256
+  const tokenDigests = new Map<string, Uint8Array>()
+  const ruleDecisions = new Map<string, Record<PolicyAction, number>>()
+
+  const tokenDigest = (token: string): Uint8Array | Promise<Uint8Array> => {
+    const known = tokenDigests.get(token)
+    if (known !== undefined) return known
+    const remember = (digest: Uint8Array) => {
+      if (token.length > TOKEN_CACHE_MAX_CHARS) return digest
+      if (tokenDigests.size >= TOKEN_CACHE_MAX) tokenDigests.clear()
+      tokenDigests.set(token, digest)
+      return digest
+    }
+    const digest = sha256(encoder.encode(token))
+    return digest instanceof Uint8Array ? remember(digest) : digest.then(remember)
+  }
+
+  // One decision object per rule name and verdict: rule outcomes repeat, so they are built once.
+  const ruleOutcomes = new Map<string, FrontDecision>()
+  const ruleOutcome = (match: PolicyMatch): FrontDecision | null => {
+    const label = match.rule ?? DEFAULT_RULE_LABEL
+    let counts = ruleDecisions.get(label)
+    if (counts === undefined) ruleDecisions.set(label, (counts = { allow: 0, deny: 0, verify: 0 }))
+    counts[match.action]++
+    if (match.action === 'verify') return null
+    const verdict: Verdict = match.action === 'allow' ? 'allow:policy' : 'deny:policy'
+    decisions[verdict] = (decisions[verdict] ?? 0) + 1
+    const key = `${match.action} ${label}`
+    let decision = ruleOutcomes.get(key)
+    if (decision === undefined) {
+      const labels = { [VERDICT_HEADER]: verdict, [RULE_HEADER]: label }
+      decision =
+        match.action === 'allow' || monitor
+          ? { pass: true, status: match.action === 'allow' ? 200 : 403, verdict, record: null, headers: labels, body: null }
+          : { pass: false, status: 403, verdict, record: null, headers: {}, body: FORBIDDEN_BODY }
+      Object.freeze(decision.headers)
+      Object.freeze(decision)
+      // Bounded by the rules a file may have (core/policy.ts MAX_RULES) times reloads with new names.
+      if (ruleOutcomes.size > 4096) ruleOutcomes.clear()
+      ruleOutcomes.set(key, decision)
+    }
+    return decision
+  }
 
   const refuse = (status: 401 | 429 | 503, verdict: Verdict, retryAfterS = 1): FrontDecision => {
     decisions[verdict] = (decisions[verdict] ?? 0) + 1
@@ -189,8 +264,20 @@ export function createFront(options: FrontOptions): Front {
     mode,
     decisions,
     decisionSeconds,
+    ruleDecisions,
     async decide(request) {
       const started = performance.now()
+      // Rules first (PROTOCOL.md, "Policy rules"): a request an allow or deny rule decides
+      // never needs an id, so it never costs a store read.
+      const policy = policySource?.current
+      if (policy !== undefined && policy.active) {
+        const token = policy.usesTokens && request.serviceToken !== undefined ? await tokenDigest(request.serviceToken) : undefined
+        const outcome = ruleOutcome(policy.evaluate(request, token))
+        if (outcome !== null) {
+          decisionSeconds.observe((performance.now() - started) / 1000)
+          return outcome
+        }
+      }
       let decision
       try {
         decision = await authenticator.check(request)
@@ -206,6 +293,9 @@ export function createFront(options: FrontOptions): Front {
       return admitChecked(decision.record, request)
     },
     decideCached(connectionId, request) {
+      // Rules look at more than the id (path, method, address, token): with any in force,
+      // every request takes `decide`, which reads them before the cache.
+      if (policySource !== undefined && policySource.current.active) return undefined
       const started = performance.now()
       const hit = authenticator.peek(connectionId)
       if (hit === undefined) return undefined

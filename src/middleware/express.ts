@@ -14,6 +14,8 @@ import { connectionIdOf, headerOf, sendJson, sendRefusal } from '../proxy/http-a
 import {
   BAD_PATH_BODY,
   refusesTarget,
+  serviceTokenOfHeaders,
+  firstValue,
   connectionOf,
   createGuard,
   handleOf,
@@ -59,6 +61,7 @@ export function wsds(options: WsdsExpressOptions): WsdsExpressMiddleware {
     target: req.originalUrl,
     signature: headerOf(req, SIGNATURE_HEADER),
     remoteAddress: req.ip ?? req.socket.remoteAddress,
+    serviceToken: serviceTokenOfHeaders((name) => firstValue(req.headers[name])),
   })
 
   const pass = (req: Request, decision: FrontDecision, next: NextFunction): void => {

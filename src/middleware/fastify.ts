@@ -17,6 +17,7 @@ import {
   BAD_PATH_BODY,
   BAD_PATH_HEADERS,
   refusesTarget,
+  serviceTokenOfHeaders,
   connectionOf,
   createGuard,
   firstValue,
@@ -62,6 +63,7 @@ async function plugin(app: FastifyInstance, options: WsdsFastifyOptions): Promis
     target: request.url,
     signature: firstValue(request.headers[SIGNATURE_HEADER]),
     remoteAddress: request.ip,
+    serviceToken: serviceTokenOfHeaders((name) => firstValue(request.headers[name])),
   })
   const onReject = options.onReject
   app.addHook('onClose', () => guard.close())

@@ -18,6 +18,7 @@ import {
   BAD_PATH_BODY,
   BAD_PATH_HEADERS,
   refusesTarget,
+  serviceTokenOfHeaders,
   OWN_HEADERS,
   connectionOf,
   createGuard,
@@ -139,6 +140,9 @@ export function wsds(options: WsdsHonoOptions): WsdsHonoMiddleware {
     method: c.req.method,
     target: targetOf(c.req.url),
     signature: signatureOf(c, node),
+    // Only @hono/node-server exposes the socket; elsewhere CIDR rules see no address and do not match.
+    remoteAddress: (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress,
+    serviceToken: serviceTokenOfHeaders((name) => (node !== undefined ? firstValue(node[name]) : c.req.header(name))),
   })
   /** The cached decision, if any; a bound id's request is read only when it is signed. */
   const cachedDecision = (c: Context, node: NodeHeaders | undefined, connectionId: string | undefined): FrontDecision | undefined => {

@@ -4,13 +4,14 @@
  * the Hono adapter imports this on runtimes without node:*. A `storeUrl` is opened through
  * stores/open-store.ts's `openStore`, loaded on demand, so only apps that ask for one load ioredis.
  */
-import { CONNECTION_ID_HEADER, type AccessRequest } from '../core/access.ts'
+import { CONNECTION_ID_HEADER, SERVICE_TOKEN_HEADER, type AccessRequest } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
 import type { RequestMacFactory } from '../core/binding.ts'
 import { WsdsError } from '../core/errors.ts'
 import {
   CONNECTION_ID_RESPONSE_HEADER,
   ORIGIN_RESPONSE_HEADER,
+  RULE_HEADER,
   VERDICT_HEADER,
   createFront,
   type Front,
@@ -18,6 +19,7 @@ import {
   type Mode,
   type Verdict,
 } from '../core/front.ts'
+import { compilePolicy, serviceTokenFrom, type PolicySource } from '../core/policy.ts'
 import { Listeners, type Store } from '../core/store.ts'
 import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
 
@@ -56,6 +58,12 @@ export interface WsdsMiddlewareOptions {
   bindingWindowMs?: number
   /** Admitted requests per second per connectionId, bursts of twice that (WSDS_ID_RATE_LIMIT); default off. */
   idRateLimit?: number
+  /**
+   * Policy rules (PROTOCOL.md, "Policy rules"): the decoded file (`{ rules, default }`) or a
+   * source whose `current` a reload replaces (`openPolicyFile(path)` from `wsds/server`).
+   * Default: none, every request gets the WSDS check.
+   */
+  policy?: PolicySource | object
 }
 
 /** The verified connection a handler sees (`req.wsds`, `request.wsds`, `c.get('wsds')`). */
@@ -104,7 +112,12 @@ export const WSDS_HEADER_PREFIX = 'x-wsds-'
  * so only these are cleared of what the client sent: checking three names is cheaper than
  * scanning every header on every request.
  */
-export const OWN_HEADERS = [VERDICT_HEADER, CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER] as const
+export const OWN_HEADERS = [VERDICT_HEADER, CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, RULE_HEADER] as const
+
+/** A request's service token, from a header getter (Node's object or a Fetch `Headers`). */
+export function serviceTokenOfHeaders(get: (name: string) => string | null | undefined): string | undefined {
+  return serviceTokenFrom(get(SERVICE_TOKEN_HEADER), get('authorization'))
+}
 
 /** One value of a Node header (only set-cookie comes as an array). */
 export const firstValue = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
@@ -125,7 +138,7 @@ export function labelNodeHeaders(headers: Record<string, string | string[] | und
 // RFC 9110 token: what a header field name may be.
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const STORE_URL_RE = /^(redis|rediss|redis-sentinel|redis-cluster|dynamodb):\/\//
-const KNOWN = new Set(['store', 'storeUrl', 'storePrefix', 'cacheTtlMs', 'header', 'mode', 'bindingWindowMs', 'idRateLimit', 'onReject'])
+const KNOWN = new Set(['store', 'storeUrl', 'storePrefix', 'cacheTtlMs', 'header', 'mode', 'bindingWindowMs', 'idRateLimit', 'onReject', 'policy'])
 
 const bad = (option: string, value: unknown, why: string): never => {
   const shown = typeof value === 'function' ? 'a function' : typeof value === 'string' ? JSON.stringify(value) : String(value)
@@ -193,6 +206,22 @@ export function validateOptions(options: WsdsMiddlewareOptions & { onReject?: un
     bad('idRateLimit', idRate, 'must be a positive number of requests per second')
   }
   if (options.onReject !== undefined && typeof options.onReject !== 'function') bad('onReject', options.onReject, 'must be a function')
+  if (options.policy !== undefined && (typeof options.policy !== 'object' || options.policy === null)) {
+    bad('policy', options.policy, 'must be the decoded rules ({ rules, default }) or a policy source')
+  }
+}
+
+const isPolicySource = (value: object): value is PolicySource => 'current' in value
+
+/** The policy option as a source; decoded rules are validated here (ERR_POLICY names rule and field). */
+function policySourceOf(policy: PolicySource | object | undefined): PolicySource | undefined {
+  if (policy === undefined) return undefined
+  if (isPolicySource(policy)) return policy
+  try {
+    return { current: compilePolicy(policy) }
+  } catch (cause) {
+    throw new WsdsError('ERR_CONFIG', `wsds middleware: policy ${(cause as Error).message}`, { cause })
+  }
 }
 
 /**
@@ -266,6 +295,8 @@ export function createGuard(
   requestMac?: RequestMacFactory,
 ): WsdsGuard {
   validateOptions(options, foreign)
+  // Before the store opens: bad rules must not leak a connection.
+  const policy = policySourceOf(options.policy)
   const header = (options.header ?? CONNECTION_ID_HEADER).toLowerCase()
   const opening = options.store !== undefined ? null : openStoreUrl(options.storeUrl!, options.storePrefix ?? 'wsds:')
   const store = options.store ?? storeOpenedLater(opening!)
@@ -279,6 +310,7 @@ export function createGuard(
     ...(options.bindingWindowMs !== undefined ? { bindingWindowMs: options.bindingWindowMs } : {}),
     ...(requestMac !== undefined ? { requestMac } : {}),
     idRateLimit: options.idRateLimit ?? null,
+    ...(policy !== undefined ? { policy } : {}),
   })
   let closing: Promise<void> | null = null
   return {

@@ -13,6 +13,7 @@ import {
   type AccessRequest,
 } from '../core/access.ts'
 import type { Front, FrontDecision } from '../core/front.ts'
+import { serviceTokenFrom } from '../core/policy.ts'
 
 /** The first value of a header (a repeated header is never joined: `a, b` is no id). */
 export function headerOf(req: IncomingMessage, name: string): string | undefined {
@@ -26,12 +27,7 @@ export function connectionIdOf(req: IncomingMessage, header = CONNECTION_ID_HEAD
 
 /** `Authorization: Bearer <t>` or `X-WSDS-Service-Token: <t>` (PROTOCOL.md, "Policy rules"). */
 export function serviceTokenOf(req: IncomingMessage): string | undefined {
-  const own = headerOf(req, SERVICE_TOKEN_HEADER)
-  if (own !== undefined && own !== '') return own
-  const auth = headerOf(req, 'authorization')
-  if (auth === undefined || auth.length < 8 || auth.slice(0, 7).toLowerCase() !== 'bearer ') return undefined
-  const token = auth.slice(7).trim()
-  return token === '' ? undefined : token
+  return serviceTokenFrom(headerOf(req, SERVICE_TOKEN_HEADER), headerOf(req, 'authorization'))
 }
 
 export function clientAddressOf(req: IncomingMessage, trustProxy: boolean): string | undefined {

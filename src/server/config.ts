@@ -65,6 +65,8 @@ export interface ServerConfig {
   bindingWindowMs: number
   /** Admitted requests per second per connectionId (bursts of twice that); null = off. */
   idRateLimit: number | null
+  /** Policy rules file (YAML or JSON, PROTOCOL.md "Policy rules"); null or absent = none. */
+  policyFile?: string | null
 }
 
 interface Setting {
@@ -106,6 +108,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'WSDS_SOCKET_MODE', flag: '--socket-mode', help: 'octal permissions of that socket; connecting needs write (default 660)' },
   { env: 'WSDS_CHALLENGE_FORMS', flag: '--challenge-forms', help: 'comma-separated challenge forms to allow: code, program (default code,program)' },
   { env: 'WSDS_ENGINE_CHECKS', flag: '--engine-checks', help: 'HTML-parser engine checks in challenges: off|monitor|enforce (default monitor)' },
+  { env: 'WSDS_POLICY_FILE', flag: '--policy-file', help: 'policy rules, YAML or JSON; reloaded on SIGHUP and on change (default: none, all verify)' },
   { env: 'WSDS_LOG_LEVEL', flag: '--log-level', help: 'debug|info|warn|error|silent (default info)' },
   { env: 'WSDS_RECHALLENGE_MS', flag: '--rechallenge-ms', help: 're-challenge verified connections at this interval, jitter 10%, or off (default off)' },
   { env: 'WSDS_POW_BITS', flag: '--pow-bits', help: 'proof-of-work difficulty of every challenge, bits, 0 = off (default 0)' },
@@ -319,5 +322,6 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     metricsPath,
     metricsPort,
     logLevel,
+    policyFile: get('WSDS_POLICY_FILE') ?? null,
   }
 }

@@ -92,6 +92,18 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
     },
   })
   new Counter({
+    name: 'wsds_policy_decisions_total',
+    help: 'Policy rule outcomes by rule name ((default) when none matched) and action (allow, deny, verify)',
+    labelNames: ['rule', 'action', 'mode'],
+    registers: [registry],
+    collect() {
+      this.reset()
+      for (const [rule, counts] of front.ruleDecisions) {
+        for (const [action, n] of Object.entries(counts)) if (n > 0) this.inc({ rule, action, mode: front.mode }, n)
+      }
+    },
+  })
+  new Counter({
     name: 'wsds_auth_cache_total',
     help: 'Authenticator cache lookups by result (hit, miss)',
     labelNames: ['result'],

@@ -17,7 +17,7 @@ import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
 import type { RateLimiter } from '../gateway/rate-limit.ts'
 import { constantTimeEqual, toHex } from '../core/encoding.ts'
-import { CONNECTION_ID_RESPONSE_HEADER, createFront, type Front } from '../core/front.ts'
+import { CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, RULE_HEADER, createFront, type Front } from '../core/front.ts'
 import { CONNECTION_ID_HEADER, FORWARDED_URI_HEADER } from '../core/access.ts'
 import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
@@ -30,6 +30,7 @@ import { createMetricsRegistry } from './metrics.ts'
 import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
 import { createPowPolicy } from '../core/pow-policy.ts'
 import { listenUnixSocket } from './unix-socket.ts'
+import { nodeSha256, openPolicyFile, type PolicyFile } from './policy-file.ts'
 
 export interface RunningServer {
   /** The HTTP server: it listens on the TCP port and is handed the Unix socket's connections. */
@@ -40,6 +41,8 @@ export interface RunningServer {
   store: Store
   authenticator: Authenticator
   front: Front
+  /** The rules file in force (WSDS_POLICY_FILE), or null. */
+  policy: PolicyFile | null
   logger: Logger
   /** The key set pages use when they name none (generated when no file was given). */
   currentKeySet: KeySet
@@ -65,6 +68,11 @@ export const HEADERS_TIMEOUT_MS = 10_000
 export const REQUEST_TIMEOUT_MS = 300_000
 /** How often Node looks for connections over those timeouts, ms. */
 const TIMEOUT_CHECK_INTERVAL_MS = 1_000
+const FORWARD_AUTH_BLANKS: Readonly<Record<string, string>> = Object.freeze({
+  [CONNECTION_ID_RESPONSE_HEADER]: '',
+  [ORIGIN_RESPONSE_HEADER]: '',
+  [RULE_HEADER]: '',
+})
 const WS_PATH = '/wsds'
 
 function pathOf(url: string): string {
@@ -84,6 +92,8 @@ export function metricsExposedWithoutToken(config: Pick<ServerConfig, 'host' | '
 
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: undefined })
+  // First, before anything opens: a bad rules file stops the start (ERR_POLICY names the rule).
+  const policy = config.policyFile ? openPolicyFile(config.policyFile, { logger }) : null
   const random = createRandomPool()
   let keySets = config.keySets
   if (keySets.length === 0) {
@@ -104,10 +114,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     )
   }
   const keyRing = createKeyRing(demoKeySet === null ? keySets : [...keySets, demoKeySet])
-  const opened =
-    options.store === undefined
-      ? await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
-      : null
+  let opened: Awaited<ReturnType<typeof openStore>> | null = null
+  try {
+    if (options.store === undefined) {
+      opened = await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
+    }
+  } catch (err) {
+    policy?.close()
+    throw err
+  }
   const store = options.store ?? opened!.store
   const rateLimiter = options.rateLimiter !== undefined ? options.rateLimiter : (opened?.rateLimiter ?? null)
   // The store says once when it becomes unreachable and once when it is back; requests
@@ -140,6 +155,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     bindingWindowMs: config.bindingWindowMs,
     requestMac: nodeRequestMac,
     idRateLimit: config.idRateLimit,
+    ...(policy !== null ? { policy, sha256: nodeSha256 } : {}),
   })
   // A client that trickles its request (or upgrade) headers is cut off after 10 s, not the
   // ~90 s that Node's defaults allow (headersTimeout 60 s, checked every 30 s); a whole
@@ -176,7 +192,17 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: demoKeySet ?? keyRing.current, wsPath: WS_PATH }))
     : null
 
+  // Behind forward auth, path rules see X-Forwarded-Uri; a proxy that does not send it makes
+  // every path look like the auth endpoint, so deny rules on paths never fire. Said once.
+  let warnedNoForwardedUri = false
   async function authorize(req: IncomingMessage, res: ServerResponse, forwarded: boolean, onPass: (headers: Record<string, string>) => void) {
+    if (forwarded && !warnedNoForwardedUri && policy !== null && policy.current.active && req.headers[FORWARDED_URI_HEADER] === undefined) {
+      warnedNoForwardedUri = true
+      logger.warn(
+        { event: 'policy-no-forwarded-uri', path: config.authPath },
+        'forward auth request without X-Forwarded-Uri: policy path rules cannot match; make the proxy send it (deploy/ configurations do)',
+      )
+    }
     const decision = await decideRequest(front, req, { forwarded, trustProxy: config.trustProxy })
     if (decision.pass) onPass(decision.headers)
     else sendRefusal(req, res, decision)
@@ -187,11 +213,14 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     req.url = (req.url ?? '/').slice(API_PREFIX.length) || '/'
     handleGreeting(req, res)
   }
+  // Every X-WSDS-* header on every 204, empty when it does not apply (a rule admitted the
+  // request: no connection): a proxy that copies a header the answer lacks may pass on
+  // garbage instead (Caddy 2.6's copy_headers leaves its placeholder text).
   const passAuth = (res: ServerResponse) => (headers: Record<string, string>) => {
-    // `connectionId` too, set to the verified id: a proxy that copies it onto the request
-    // (Traefik's authResponseHeaders) replaces whatever the client sent under that name.
-    const id = headers[CONNECTION_ID_RESPONSE_HEADER]
-    res.writeHead(204, id === undefined ? { ...headers, 'cache-control': 'no-store' } : { ...headers, [CONNECTION_ID_HEADER]: id, 'cache-control': 'no-store' })
+    // `connectionId` too, set to the verified id (empty when a rule admitted the request): a
+    // proxy that copies it onto the request (Traefik's authResponseHeaders) replaces whatever
+    // the client sent under that name.
+    res.writeHead(204, { ...FORWARD_AUTH_BLANKS, ...headers, [CONNECTION_ID_HEADER]: headers[CONNECTION_ID_RESPONSE_HEADER] ?? '', 'cache-control': 'no-store' })
     res.end()
   }
 
@@ -272,6 +301,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   // A start that fails leaves nothing running: it must not keep the process alive.
   const abortStart = async (err: unknown): Promise<never> => {
     admin.close()
+    policy?.close()
     await gateway.close()
     authenticator.close()
     await closeHttp()
@@ -329,6 +359,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       keySets: keyRing.sets.map((k) => k.id),
       store: opened?.kind ?? 'custom',
       mode: front.mode,
+      ...(policy !== null ? { policy: policy.path, rules: policy.current.rules.length } : {}),
       metrics: metricsUrl ?? `${url}${config.metricsPath}`,
       node: gateway.nodeId,
       ...(config.socketPath !== null ? { socket: config.socketPath } : {}),
@@ -342,6 +373,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     store,
     authenticator,
     front,
+    policy,
     logger,
     currentKeySet: keyRing.current,
     port,
@@ -349,6 +381,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     metricsUrl: metricsUrl ?? `${url}${config.metricsPath}`,
     async close() {
       admin.close()
+      policy?.close()
       await gateway.close()
       authenticator.close()
       if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
