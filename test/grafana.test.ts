@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import { startTestServer, type TestServer } from './helpers/server.ts'
 
-const PROMQL_WORDS = new Set(['sum', 'by', 'rate', 'histogram_quantile', 'le', 'result', 'reason', 'node', 'outcome', 'mode', 'hit', 'm'])
+const PROMQL_WORDS = new Set(['sum', 'by', 'rate', 'histogram_quantile', 'le', 'result', 'reason', 'node', 'outcome', 'mode', 'hit', 'm', 'family', 'verdict', 'rule', 'action', 'trigger', 'bits'])
 
 describe('Grafana dashboard', () => {
   let s: TestServer

@@ -51,20 +51,42 @@ describe('wsds/react on the server', () => {
   })
 })
 
-/** Bundles the test page as a user's bundler would, React in development mode (StrictMode double effects on). */
+/**
+ * Bundles the test page as a user's bundler would, from the packed package: `npm pack` (the
+ * dist/ that `npm test` has just built), installed with React into a fresh app outside the
+ * repository, the page's source copied there so every import resolves from that app. React
+ * in development mode, so StrictMode runs effects twice.
+ */
 async function bundlePage(): Promise<string> {
-  const result = await build({
-    entryPoints: [fileURLToPath(new URL('./fixtures/react-app.ts', import.meta.url))],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2020',
-    define: { 'process.env.NODE_ENV': '"development"' },
-    alias: { 'wsds/react': fileURLToPath(new URL('../src/react/index.ts', import.meta.url)) },
-    logLevel: 'silent',
-  })
-  return result.outputFiles[0]!.text
+  const { mkdtempSync, copyFileSync, writeFileSync, readFileSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { execFileSync } = await import('node:child_process')
+  const root = fileURLToPath(new URL('..', import.meta.url))
+  const work = mkdtempSync(join(tmpdir(), 'wsds-react-app-'))
+  try {
+    const env: NodeJS.ProcessEnv = {}
+    for (const [k, v] of Object.entries(process.env)) if (!k.toLowerCase().startsWith('npm_')) env[k] = v
+    const packed = JSON.parse(execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work, root], { cwd: work, env, encoding: 'utf8' })) as Array<{ filename: string }>
+    writeFileSync(join(work, 'package.json'), JSON.stringify({ name: 'react-app', private: true, type: 'module' }))
+    const version = (name: string) => (JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+    execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', join(work, packed[0]!.filename), `react@${version('react')}`, `react-dom@${version('react-dom')}`], { cwd: work, env, stdio: 'ignore' })
+    copyFileSync(fileURLToPath(new URL('./fixtures/react-app.ts', import.meta.url)), join(work, 'app.ts'))
+    const result = await build({
+      entryPoints: [join(work, 'app.ts')],
+      absWorkingDir: work,
+      bundle: true,
+      write: false,
+      format: 'esm',
+      platform: 'browser',
+      target: 'es2020',
+      define: { 'process.env.NODE_ENV': '"development"' },
+      logLevel: 'silent',
+    })
+    return result.outputFiles[0]!.text
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
 }
 
 describe('wsds/react in headless Chromium', { skip: chromiumBinary.skip }, () => {
