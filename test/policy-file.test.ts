@@ -193,7 +193,7 @@ describe('reloading the rules file', () => {
       const text = await (await fetch(gateway.metricsUrl)).text()
       assert.match(text, /^wsds_policy_decisions_total\{[^}]*rule="open-x",action="allow",mode="enforce"[^}]*\} [1-9]\d*$/m)
       assert.match(text, /^wsds_policy_decisions_total\{[^}]*rule="\(default\)",action="verify",mode="enforce"[^}]*\} [1-9]\d*$/m)
-      assert.match(text, /^wsds_auth_decisions_total\{result="allow:policy",mode="enforce"[^}]*\} [1-9]\d*$/m)
+      assert.match(text, /^wsds_auth_decisions_total\{[^}]*result="allow:policy",mode="enforce"[^}]*\} [1-9]\d*$/m)
     })
   })
 })
