@@ -24,7 +24,7 @@ import {
 import { CloseCode, encodeServerMessage } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
-import { createOriginPolicy } from './origin.ts'
+import { createOriginPolicy } from '../core/origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
 import { createGatewayStats, type GatewayStats, type RefusalReason } from './stats.ts'
 

@@ -7,12 +7,14 @@ import { readFileSync } from 'node:fs'
 import { WsdsError } from '../core/errors.ts'
 import { parseKeySet, type KeySet } from '../core/keyset.ts'
 import type { Mode } from '../core/front.ts'
-import { normalizeOrigin } from '../gateway/origin.ts'
+import { readProtocolSettings } from '../core/settings.ts'
 
 export interface ServerConfig {
   port: number
   host: string
   allowedOrigins: string[]
+  /** Origins whose pages may call /api cross-origin (WSDS_CORS_ORIGINS; default: allowedOrigins). */
+  corsOrigins: string[]
   /** Key sets from WSDS_KEYS_FILE, current first; empty = generate an ephemeral set. */
   keySets: KeySet[]
   challengeTimeoutMs: number
@@ -52,6 +54,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'PORT', flag: '--port', help: 'TCP port (default 8080)' },
   { env: 'HOST', flag: '--host', help: 'listen address (default 127.0.0.1)' },
   { env: 'WSDS_ALLOWED_ORIGINS', flag: '--allowed-origins', help: 'comma-separated origins (default http://localhost:PORT,http://127.0.0.1:PORT)' },
+  { env: 'WSDS_CORS_ORIGINS', flag: '--cors-origins', help: 'origins whose pages may call /api cross-origin, or none (default: WSDS_ALLOWED_ORIGINS)' },
   { env: 'WSDS_KEYS_FILE', flag: '--keys-file', help: 'comma-separated key set files, current first (default: ephemeral set)' },
   { env: 'WSDS_CHALLENGE_TIMEOUT_MS', flag: '--challenge-timeout-ms', help: 'challenge deadline from the upgrade (default 10000)' },
   { env: 'WSDS_AUTH_CACHE_TTL_MS', flag: '--auth-cache-ttl-ms', help: 'authenticator positive cache TTL, 0 = off (default 300000; 5000 with dynamodb)' },
@@ -147,19 +150,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const port = get('PORT') === undefined ? 8080 : int('PORT', get('PORT')!, 0, 65535)
   const host = get('HOST') ?? '127.0.0.1'
-  const originsText = get('WSDS_ALLOWED_ORIGINS') ?? `http://localhost:${port},http://127.0.0.1:${port}`
-  const allowedOrigins = originsText
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '')
-    .map((s) => {
-      try {
-        return normalizeOrigin(s)
-      } catch (err) {
-        return bad('WSDS_ALLOWED_ORIGINS', s, (err as Error).message)
-      }
-    })
-  if (allowedOrigins.length === 0) bad('WSDS_ALLOWED_ORIGINS', originsText, 'needs at least one origin')
+  // The names both deployments read (src/core/settings.ts): parsed there, once.
+  const protocol = readProtocolSettings(e, `http://localhost:${port},http://127.0.0.1:${port}`)
   const keyFiles = (get('WSDS_KEYS_FILE') ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
   const keySets = keyFiles.map(loadKeySetFile)
   const ids = new Set<string>()
@@ -193,8 +185,6 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
     bad('WSDS_LOG_LEVEL', logLevel, 'must be debug, info, warn, error or silent')
   }
-  const mode = get('WSDS_MODE') ?? 'enforce'
-  if (mode !== 'enforce' && mode !== 'monitor') bad('WSDS_MODE', mode, 'must be enforce or monitor')
   const metricsPath = get('WSDS_METRICS_PATH') ?? '/metrics'
   if (!/^\/[A-Za-z0-9._~\/-]+$/.test(metricsPath)) bad('WSDS_METRICS_PATH', metricsPath, 'must be a path like /metrics')
   const metricsPortText = get('WSDS_METRICS_PORT')
@@ -214,12 +204,13 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),
-    mode: mode as Mode,
+    mode: protocol.mode,
     port,
     host,
-    allowedOrigins,
+    allowedOrigins: protocol.allowedOrigins,
+    corsOrigins: protocol.corsOrigins,
     keySets,
-    challengeTimeoutMs: int('WSDS_CHALLENGE_TIMEOUT_MS', get('WSDS_CHALLENGE_TIMEOUT_MS') ?? '10000', 100, 600_000),
+    challengeTimeoutMs: protocol.challengeTimeoutMs,
     authCacheTtlMs: int('WSDS_AUTH_CACHE_TTL_MS', get('WSDS_AUTH_CACHE_TTL_MS') ?? defaultCacheTtl, 0, 86_400_000),
     rateLimit,
     store,
@@ -227,7 +218,7 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     leaseMs: int('WSDS_LEASE_MS', get('WSDS_LEASE_MS') ?? '30000', 100, 86_400_000),
     upstream,
     demo: bool('WSDS_DEMO', get('WSDS_DEMO') ?? 'on'),
-    maxPayloadBytes: int('WSDS_MAX_PAYLOAD_BYTES', get('WSDS_MAX_PAYLOAD_BYTES') ?? '16384', 64, 16 * 1024 * 1024),
+    maxPayloadBytes: protocol.maxPayloadBytes,
     trustProxy: bool('WSDS_TRUST_PROXY', get('WSDS_TRUST_PROXY') ?? 'off'),
     metricsToken: get('WSDS_METRICS_TOKEN') ?? null,
     metricsPath,

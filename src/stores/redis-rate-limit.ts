@@ -5,7 +5,7 @@
  */
 import type { Redis } from 'ioredis'
 import { WsdsError } from '../core/errors.ts'
-import type { RateLimiter } from '../gateway/rate-limit.ts'
+import type { RateLimiter } from '../core/rate-limit.ts'
 
 export interface RedisRateLimiterOptions {
   client: Redis
