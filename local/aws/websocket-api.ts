@@ -10,7 +10,8 @@
  * with 410 GoneException for ids that are not open. A DELETE closes with the code in the
  * `x-wsds-close-code` header (src/aws/connections.ts), where API Gateway uses its own.
  * Not emulated: the 32 KB frame limit (ws reassembles fragments before we see them), the
- * 10-minute idle and 2-hour connection limits, throttling, and SigV4 checks.
+ * 10-minute idle and 2-hour connection limits, throttling, and SigV4 checks. `dropDisconnects`
+ * loses `$disconnect` calls on purpose, as AWS may.
  */
 import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
@@ -51,11 +52,20 @@ export interface WebSocketApi {
   /** Base URL of the @connections API (the stage's callback URL), e.g. http://127.0.0.1:p/live */
   callbackUrl: string
   readonly openConnections: number
+  /**
+   * While true, closes do not invoke `$disconnect` (AWS calls it best effort): for testing
+   * what a lost one leaves behind. `@connections` still answers 410 for those ids.
+   */
+  dropDisconnects: boolean
   close(): Promise<void>
 }
 
-/** Ids shaped like API Gateway's (base64 with padding), but 128 random bits as PROTOCOL.md asks. */
-const newConnectionId = () => randomBytes(16).toString('base64')
+/**
+ * Ids shaped like API Gateway's own (`R0oXAdfD0kwCH6w=`: 11 bytes, base64 with padding), so
+ * a handler that hands this routing handle out as the credential fails the suites (too
+ * short, and `+`, `/`, `=` are not URL-safe). PROTOCOL.md, Sequence 2.
+ */
+export const newGatewayConnectionId = () => randomBytes(11).toString('base64')
 
 const firstValues = (req: IncomingMessage) => {
   const headers: Record<string, string> = {}
@@ -123,7 +133,7 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
   }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const id = newConnectionId()
+    const id = newGatewayConnectionId()
     const { headers, multi } = firstValues(req)
     const url = new URL(req.url ?? '/', 'http://x')
     const query = url.searchParams.size ? Object.fromEntries(url.searchParams) : null
@@ -149,6 +159,7 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
           ws.on('close', (code, reason) => {
             conns.delete(id)
             options.onDisconnect?.(id, Date.now() - c.connectedAt)
+            if (api.dropDisconnects) return resolveGone()
             const event: WebSocketEvent = { requestContext: { ...context(id, '$disconnect', 'DISCONNECT', c), disconnectStatusCode: code, disconnectReason: reason.toString() } }
             track(Promise.resolve(routes.$disconnect?.(event)))
               .catch((err) => console.error('$disconnect failed:', err))
@@ -202,7 +213,8 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
   await new Promise<void>((r) => management.listen(0, '127.0.0.1', r))
   const { port } = management.address() as AddressInfo
 
-  return {
+  const api: WebSocketApi = {
+    dropDisconnects: false,
     handleUpgrade,
     callbackUrl: `http://127.0.0.1:${port}/${stage}`,
     get openConnections() {
@@ -219,4 +231,5 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
       await new Promise<void>((r) => management.close(() => r()))
     },
   }
+  return api
 }

@@ -7,9 +7,17 @@
  * cached key). A refusal throws `Unauthorized`, which API Gateway answers 401 through the
  * UNAUTHORIZED gateway response (body `{"error":"unauthorized"}`, set in the stack); any
  * other throw is AUTHORIZER_FAILURE, mapped to 503 like the self-hosted store-unavailable.
+ *
+ * Lost `$disconnect`s (API Gateway calls it best effort): on every cache miss the
+ * authorizer asks API Gateway whether a verified id's socket is still open (GetConnection);
+ * a socket that is gone gets its record deleted and the request refused. So a dead socket's
+ * id is admitted at most one authorizer TTL after API Gateway dropped it (docs/aws.md,
+ * "Lost disconnects").
  */
 import { createAuthenticator } from '../core/authenticator.ts'
+import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, VERDICT_HEADER } from '../core/front.ts'
+import type { Store } from '../core/store.ts'
 import type { AwsDeps } from './deps.ts'
 import { header, type AuthorizerEvent, type AuthorizerResult, type ProxyEvent, type ProxyResult } from './events.ts'
 
@@ -23,12 +31,53 @@ export function stageWildcard(methodArn: string): string {
   return `${api}/${stage}/*`
 }
 
-export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'config' | 'now'>): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
-  const authenticator = createAuthenticator({ store: deps.store, cacheTtlMs: 0, now: deps.now })
+/**
+ * The request-target for the decision (binding signs it). API Gateway's REQUEST authorizer
+ * gets the path and the decoded query parameters, not the raw query, so the query is
+ * re-encoded in order as URLSearchParams writes it, which is what the SDK sends for
+ * parameters it builds itself (docs/aws.md, "Request binding on AWS").
+ */
+export function targetOf(event: AuthorizerEvent): string {
+  const path = event.path ?? '/'
+  const multi = event.multiValueQueryStringParameters
+  const single = event.queryStringParameters
+  const pairs: [string, string][] = []
+  if (multi) for (const [k, vs] of Object.entries(multi)) for (const v of vs ?? []) pairs.push([k, v])
+  else if (single) for (const [k, v] of Object.entries(single)) if (v !== undefined) pairs.push([k, v])
+  return pairs.length === 0 ? path : `${path}?${new URLSearchParams(pairs).toString()}`
+}
+
+/** The store as the authorizer reads it: a verified record whose socket API Gateway dropped is gone. */
+export function liveStore(deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'log'>): Store {
+  return {
+    ...deps.store,
+    async get(id) {
+      const item = await deps.table.load(id)
+      if (item === null) return null
+      if (item.record.status === 'verified' && !(await deps.connections.alive(item.gatewayId))) {
+        deps.log({ event: 'lost-disconnect', connectionId: id })
+        await deps.table.removeById(id)
+        return null
+      }
+      // Expiry is the decision's to check (core/access.ts), as with every store.
+      return item.record
+    },
+  }
+}
+
+export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'config' | 'now' | 'log'>): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
+  const authenticator = createAuthenticator({ store: liveStore(deps), cacheTtlMs: 0, now: deps.now })
   const front = createFront({ authenticator, mode: deps.config.mode })
   return async (event) => {
     const connectionId = header(event.headers, 'connectionId')
-    const decision = await front.decide({ connectionId, method: event.httpMethod, target: event.path, remoteAddress: event.requestContext?.identity?.sourceIp })
+    const signature = header(event.headers, SIGNATURE_HEADER)
+    const decision = await front.decide({
+      connectionId,
+      method: event.httpMethod,
+      target: targetOf(event),
+      ...(signature === undefined ? {} : { signature }),
+      remoteAddress: event.requestContext?.identity?.sourceIp,
+    })
     if (decision.status === 503 && !decision.pass) throw new Error('store-unavailable')
     if (!decision.pass) throw new Error(UNAUTHORIZED)
     return {
