@@ -18,7 +18,8 @@ import { createConnections } from '../../src/aws/connections.ts'
 import { CONNECTION_TTL_MS, type AwsConfig } from '../../src/aws/config.ts'
 import type { AwsDeps } from '../../src/aws/deps.ts'
 import type { WebSocketEvent } from '../../src/aws/events.ts'
-import { createAuthorizer, greeting } from '../../src/aws/rest.ts'
+import { createAuthorizer, createGreeting } from '../../src/aws/rest.ts'
+import { createCorsPolicy } from '../../src/core/cors.ts'
 import { createReverseProxy } from '../../src/proxy/reverse-proxy.ts'
 import { createConnectionsTable } from '../../src/aws/table.ts'
 import { createTaskHandlers, type TimerTaskInput } from '../../src/aws/tasks.ts'
@@ -167,11 +168,18 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   tasks = createTaskHandlers(d)
 
   const authorizerTtlSeconds = Math.ceil(config.authCacheTtlMs / 1000)
+  const greeting = lambdaFn('greeting', createGreeting(config.corsOrigins))
+  const cors = createCorsPolicy(config.corsOrigins)
   const rest = createRestApi({
+    preflight: greeting,
+    corsHeaders: (origin) => {
+      const a = cors.decide({ method: 'GET', origin, requestMethod: undefined, requestHeaders: undefined })
+      return a.kind === 'headers' ? a.headers : {}
+    },
     authorizer: lambdaFn('authorizer', createAuthorizer(d)),
     cacheTtlSeconds: authorizerTtlSeconds,
     // WSDS_UPSTREAM replaces the demo greeting Lambda with the named service, as on npm start.
-    lambdas: config.upstream === null ? { '/greeting': lambdaFn('greeting', greeting) } : {},
+    lambdas: config.upstream === null ? { '/greeting': greeting } : {},
     ...(config.upstream === null ? {} : { upstream: createReverseProxy({ upstream: config.upstream, stripPrefix: '/api' }) }),
     stage: 'live',
   })

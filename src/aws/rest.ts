@@ -15,6 +15,7 @@
  * "Lost disconnects").
  */
 import { createAuthenticator } from '../core/authenticator.ts'
+import { createCorsPolicy } from '../core/cors.ts'
 import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, VERDICT_HEADER } from '../core/front.ts'
 import type { Store } from '../core/store.ts'
@@ -95,10 +96,28 @@ export function createAuthorizer(deps: Pick<AwsDeps, 'store' | 'table' | 'connec
 
 const MAX_WHO = 100
 
-/** `GET /greeting?who=X` -> `{"greeting":"Hello, X!"}`, as src/demo/greeting.ts serves it self-hosted. */
-export async function greeting(event: ProxyEvent): Promise<ProxyResult> {
-  const json = (statusCode: number, body: unknown): ProxyResult => ({ statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-  if (event.httpMethod !== 'GET' && event.httpMethod !== 'HEAD') return json(405, { error: 'method-not-allowed' })
-  const who = (event.queryStringParameters?.who ?? '').slice(0, MAX_WHO) || 'World'
-  return json(200, { greeting: `Hello, ${who}!` })
+/**
+ * The protected demo service, and the REST API's CORS preflights (the stack routes OPTIONS
+ * here without the authorizer). `GET /greeting?who=X` -> `{"greeting":"Hello, X!"}`, as
+ * src/demo/greeting.ts serves it self-hosted.
+ */
+export function createGreeting(corsOrigins: readonly string[]): (event: ProxyEvent) => Promise<ProxyResult> {
+  const cors = createCorsPolicy(corsOrigins)
+  return async (event) => {
+    const answer = cors.decide({
+      method: event.httpMethod,
+      origin: header(event.headers, 'origin'),
+      requestMethod: header(event.headers, 'access-control-request-method'),
+      requestHeaders: header(event.headers, 'access-control-request-headers'),
+    })
+    if (answer.kind === 'preflight') return { statusCode: answer.status, headers: { ...answer.headers, 'cache-control': 'no-store' }, body: '' }
+    const extra = answer.kind === 'headers' ? answer.headers : {}
+    const json = (statusCode: number, body: unknown): ProxyResult => ({ statusCode, headers: { 'content-type': 'application/json', ...extra }, body: JSON.stringify(body) })
+    if (event.httpMethod !== 'GET' && event.httpMethod !== 'HEAD') return json(405, { error: 'method-not-allowed' })
+    const who = (event.queryStringParameters?.who ?? '').slice(0, MAX_WHO) || 'World'
+    return json(200, { greeting: `Hello, ${who}!` })
+  }
 }
+
+/** The greeting with no cross-origin pages allowed. */
+export const greeting = createGreeting([])

@@ -18,6 +18,7 @@ import type { RateLimiter } from '../core/rate-limit.ts'
 import { constantTimeEqual } from '../core/encoding.ts'
 import { createFront, type Front } from '../core/front.ts'
 import { connectionIdOf, decideRequest, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { createCorsHook } from '../proxy/cors.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from './open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -125,6 +126,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     res.end()
   }
 
+  // Cross-origin pages (WSDS_CORS_ORIGINS): preflights carry no id, so they are answered before authorization.
+  const cors = createCorsHook(config.corsOrigins)
+
   async function onRequest(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) return authorize(req, res, false, passApi(req, res))
     if (path === config.authPath) return authorize(req, res, true, passAuth(res))
@@ -160,6 +164,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     const path = pathOf(req.url ?? '/')
     // The hot path, a protected request whose id is cached, runs without a promise.
     const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
+    if (isApi && cors(req, res)) return
     if (isApi || path === config.authPath) {
       const cached = front.decideCached(connectionIdOf(req))
       if (cached !== undefined) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
