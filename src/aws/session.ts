@@ -72,14 +72,14 @@ export function createSessionDriver(deps: AwsDeps): SessionDriver {
   }
 
   /** Carries out the actions in order; timer changes last, as they are not on the wire path. */
-  const perform = async (item: SessionItem, actions: readonly Action[], timer: number | null | undefined, firedAt: number | undefined) => {
+  const perform = async (item: SessionItem, actions: readonly Action[], timer: number | null | undefined, firedAt: number | undefined, armedToken: string | null) => {
     for (const action of actions) {
       if (action.type === 'send') await connections.post(item.gatewayId, action.message)
       else if (action.type === 'close') await connections.close(item.gatewayId, action.code)
     }
     if (timer === undefined || timer === item.timerAt) return
     // The wait that just fired has ended by itself; any other armed wait is ended here.
-    if (item.timerAt !== firedAt) await disarm(item.taskToken)
+    if (item.timerAt !== firedAt) await disarm(armedToken)
     if (timer === null) return
     try {
       await arm(item, timer)
@@ -115,8 +115,10 @@ export function createSessionDriver(deps: AwsDeps): SessionDriver {
         const verifiedAt = next.actions.some((a) => a.type === 'persist-verified') ? now : undefined
         const change = { state: next.state, ...(verifiedAt === undefined ? {} : { verifiedAt }), ...(timer === undefined || timer === item.timerAt ? {} : { timerAt: timer }) }
         // Committed before anything is sent: a lost race sends nothing twice.
-        if (!(await table.save(id, item.rev, change))) continue
-        await perform(item, next.actions, timer, options.fired)
+        const saved = await table.save(id, item.rev, change)
+        if (saved === null) continue
+        // The token as the write found it: a wait armed after our read is still ended.
+        await perform(item, next.actions, timer, options.fired, saved.taskToken ?? item.taskToken)
         if (next.outcome !== undefined) log({ event: 'outcome', connectionId: id, outcome: next.outcome })
         return next
       }

@@ -55,8 +55,11 @@ export interface ConnectionsTable {
   /** Our id for API Gateway's; null when the connection is gone. */
   resolve(gatewayId: string): Promise<string | null>
   load(id: string): Promise<SessionItem | null>
-  /** One conditional write on `rev`; false when another write came first or the item is gone. */
-  save(id: string, rev: number, change: SaveChange): Promise<boolean>
+  /**
+   * One conditional write on `rev`; null when another write came first or the item is gone.
+   * Otherwise the wait token the item held at the moment of the write, whoever stored it.
+   */
+  save(id: string, rev: number, change: SaveChange): Promise<{ taskToken: string | null } | null>
   /** Stores the wait's token if the deadline armed is still `at`; false = disarmed meanwhile. */
   storeTaskToken(id: string, at: number, taskToken: string): Promise<boolean>
   /** Deletes the alias and the record; returns what the record held. */
@@ -101,10 +104,13 @@ export function createConnectionsTable(client: DynamoDBClient, tableName: string
   return {
     async create(record, gatewayId, state, ttlMs) {
       const ttl = { N: String(Math.ceil((record.createdAt + ttlMs) / 1000)) }
-      // The alias first: a record must never exist without the way to reach and delete it.
-      await client.send(new PutItemCommand({ TableName: tableName, Item: { ...aliasKey(gatewayId), target: { S: record.connectionId }, ttl } }))
       const item = { ...recordToItem(record), gatewayId: { S: gatewayId }, state: { S: JSON.stringify(state) }, rev: { N: '0' } }
-      await client.send(new PutItemCommand({ TableName: tableName, Item: item }))
+      // Both at once: if one fails, $connect fails and API Gateway refuses the upgrade; a
+      // record left behind is pending (admits nothing) and expires with its TTL.
+      await Promise.all([
+        client.send(new PutItemCommand({ TableName: tableName, Item: { ...aliasKey(gatewayId), target: { S: record.connectionId }, ttl } })),
+        client.send(new PutItemCommand({ TableName: tableName, Item: item })),
+      ])
       remember(gatewayId, record.connectionId)
     },
 
@@ -141,7 +147,7 @@ export function createConnectionsTable(client: DynamoDBClient, tableName: string
         removes.push('taskToken')
       }
       try {
-        await client.send(
+        const out = await client.send(
           new UpdateItemCommand({
             TableName: tableName,
             Key: key(id),
@@ -149,11 +155,13 @@ export function createConnectionsTable(client: DynamoDBClient, tableName: string
             ConditionExpression: 'rev = :rev',
             ExpressionAttributeNames: names,
             ExpressionAttributeValues: values,
+            // The old values of what this write changed: the wait token, if it removed one.
+            ReturnValues: 'UPDATED_OLD',
           }),
         )
-        return true
+        return { taskToken: out.Attributes?.taskToken?.S ?? null }
       } catch (err) {
-        if (conditionFailed(err)) return false
+        if (conditionFailed(err)) return null
         throw err
       }
     },
@@ -164,10 +172,11 @@ export function createConnectionsTable(client: DynamoDBClient, tableName: string
           new UpdateItemCommand({
             TableName: tableName,
             Key: key(id),
-            // Bumps rev: a verdict computed before the token was stored must re-read it to end the wait.
-            UpdateExpression: 'SET taskToken = :t, rev = rev + :one',
+            // No rev bump: a save racing with this one learns the token from its own write
+            // (ReturnValues), so the two never conflict.
+            UpdateExpression: 'SET taskToken = :t',
             ConditionExpression: 'timerAt = :at',
-            ExpressionAttributeValues: { ':t': { S: taskToken }, ':at': { N: String(at) }, ':one': { N: '1' } },
+            ExpressionAttributeValues: { ':t': { S: taskToken }, ':at': { N: String(at) } },
           }),
         )
         return true
