@@ -9,6 +9,8 @@ import { after, before, describe, it } from 'node:test'
 import pino from 'pino'
 import type { Browser } from 'playwright-core'
 import { startAwsLocal } from '../local/aws/stack.ts'
+import { createCorsPolicy } from '../src/core/cors.ts'
+import { readProtocolSettings } from '../src/core/settings.ts'
 import { startServer } from '../src/server/server.ts'
 import { loadConfig } from '../src/server/config.ts'
 import { chromiumBinary, launchBrowser } from './helpers/browser.ts'
@@ -114,3 +116,37 @@ for (const [name, start] of Object.entries(fronts)) {
     })
   })
 }
+
+describe('CORS policy (src/core/cors.ts) and WSDS_CORS_ORIGINS', () => {
+  const policy = createCorsPolicy(['https://app.example.com'])
+  const pre = (origin: string | undefined, requestMethod: string, requestHeaders?: string) => policy.decide({ method: 'OPTIONS', origin, requestMethod, requestHeaders })
+
+  it('allows the listed origin exactly, with header names in any case, and no credentials', () => {
+    const ok = pre('https://app.example.com', 'POST', 'Content-Type, CONNECTIONID, wsds-signature, x-wsds-service-token')
+    assert.equal(ok.kind, 'preflight')
+    assert.equal(ok.kind === 'preflight' && ok.status, 204)
+    assert.equal(ok.kind === 'preflight' && ok.headers['access-control-allow-credentials'], undefined)
+    for (const origin of ['https://APP.example.com', 'https://app.example.com:443', 'http://app.example.com', 'null', undefined]) {
+      const out = pre(origin, 'GET', 'connectionid')
+      assert.equal(out.kind === 'preflight' && out.status, 403, String(origin))
+    }
+  })
+
+  it('refuses methods and headers outside the lists, and adds nothing to requests from other origins', () => {
+    assert.equal((pre('https://app.example.com', 'TRACE') as { status: number }).status, 403)
+    assert.equal((pre('https://app.example.com', 'GET', 'cookie') as { status: number }).status, 403)
+    assert.deepEqual(policy.decide({ method: 'GET', origin: 'https://evil.example.com', requestMethod: undefined, requestHeaders: undefined }), { kind: 'none' })
+    // OPTIONS without Access-Control-Request-Method is not a preflight: it goes to authorization.
+    assert.equal(policy.decide({ method: 'OPTIONS', origin: 'https://app.example.com', requestMethod: undefined, requestHeaders: undefined }).kind, 'headers')
+  })
+
+  it('reads WSDS_CORS_ORIGINS with the allowlist as default, none for no cross-origin pages, and a clear error for a bad entry', () => {
+    const base = { WSDS_ALLOWED_ORIGINS: 'https://app.example.com' }
+    assert.deepEqual(readProtocolSettings(base).corsOrigins, ['https://app.example.com'])
+    assert.deepEqual(readProtocolSettings({ ...base, WSDS_CORS_ORIGINS: 'none' }).corsOrigins, [])
+    assert.deepEqual(readProtocolSettings({ ...base, WSDS_CORS_ORIGINS: 'https://a.example.com, https://b.example.com:8443' }).corsOrigins, ['https://a.example.com', 'https://b.example.com:8443'])
+    assert.throws(() => readProtocolSettings({ ...base, WSDS_CORS_ORIGINS: 'app.example.com' }), { code: 'ERR_CONFIG', message: /WSDS_CORS_ORIGINS/ })
+    assert.deepEqual(loadConfig({ PORT: '8080', WSDS_CORS_ORIGINS: 'none' }).corsOrigins, [])
+    assert.deepEqual(loadConfig({ PORT: '8080' }, ['--cors-origins', 'https://x.example.com']).corsOrigins, ['https://x.example.com'])
+  })
+})
