@@ -132,7 +132,10 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
     }
   }
 
+  // Set by close(): upgrades still deciding then are dropped, so no socket outlives the API.
+  let closing = false
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (closing) return void socket.destroy()
     const id = newGatewayConnectionId()
     const { headers, multi } = firstValues(req)
     const url = new URL(req.url ?? '/', 'http://x')
@@ -149,7 +152,10 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
       (result) => {
         const status = result?.statusCode ?? 200
         if (status < 200 || status > 299) return refuse(403, 'Forbidden')
-        if (socket.destroyed) return void track(Promise.resolve(routes.$disconnect?.({ requestContext: context(id, '$disconnect', 'DISCONNECT', meta) }))).catch(() => {})
+        if (socket.destroyed || closing) {
+          socket.destroy()
+          return void track(Promise.resolve(routes.$disconnect?.({ requestContext: context(id, '$disconnect', 'DISCONNECT', meta) }))).catch(() => {})
+        }
         wss.handleUpgrade(req, socket, head, (ws) => {
           let resolveGone!: () => void
           const c: Conn = { ws, ...meta, lastActiveAt: meta.connectedAt, disconnected: new Promise((r) => (resolveGone = r)) }
@@ -221,12 +227,16 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
       return conns.size
     },
     async close() {
-      const gone = [...conns.values()].map((c) => {
-        c.ws.terminate()
-        return c.disconnected
-      })
-      await Promise.all(gone)
-      while (inflight.size > 0) await Promise.allSettled([...inflight])
+      closing = true
+      // Until nothing is left: a $connect still running when close() began may add a socket.
+      while (conns.size > 0 || inflight.size > 0) {
+        const gone = [...conns.values()].map((c) => {
+          c.ws.terminate()
+          return c.disconnected
+        })
+        await Promise.all(gone)
+        await Promise.allSettled([...inflight])
+      }
       management.closeAllConnections()
       await new Promise<void>((r) => management.close(() => r()))
     },
