@@ -2,10 +2,15 @@
  * CDK app. `npm run synth` (infra/synth.ts) writes the committed template with code from
  * S3 parameters; `npm run deploy:aws` runs `cdk deploy` on this app with the bundles in
  * dist/aws as an asset (set WSDS_CDK_CODE=parameters to deploy the committed form instead).
+ * WSDS_AUTH_CACHE_TTL_MS sets the authorizer TTL (rounded up to whole seconds).
  */
 import { App } from 'aws-cdk-lib'
-import { WsdsStack } from './stack.ts'
+import { authorizerTtlFromEnv, WsdsStack } from './stack.ts'
 
 const app = new App()
-new WsdsStack(app, 'Wsds', { code: process.env.WSDS_CDK_CODE === 'parameters' ? 'parameters' : 'asset', assetDir: 'dist/aws' })
+new WsdsStack(app, 'Wsds', {
+  code: process.env.WSDS_CDK_CODE === 'parameters' ? 'parameters' : 'asset',
+  assetDir: 'dist/aws',
+  authorizerTtlSeconds: authorizerTtlFromEnv(process.env),
+})
 app.synth()

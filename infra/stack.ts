@@ -1,11 +1,14 @@
 /**
- * The AWS deployment of WSDS (issue 6): API Gateway WebSocket API + Lambda + a Step Functions
+ * The AWS deployment of WSDS: API Gateway WebSocket API + Lambda + a Step Functions
  * (Standard) state machine + DynamoDB, and a REST API whose Lambda REQUEST authorizer admits
  * verified connection ids. The state machine defined here is also what `npm run aws:local`
  * runs (from the synthesized template), so the local run tests this definition, not a copy.
  */
 import {
+  CfnCondition,
   CfnOutput,
+  ArnFormat,
+  Aws,
   CfnParameter,
   Duration,
   Fn,
@@ -18,6 +21,8 @@ import {
   aws_dynamodb as dynamodb,
   aws_iam as iam,
   aws_lambda as lambda,
+  aws_cloudwatch as cloudwatch,
+  aws_logs as logs,
   aws_s3 as s3,
   aws_stepfunctions as sfn,
   aws_stepfunctions_tasks as tasks,
@@ -34,27 +39,55 @@ export interface WsdsStackProps extends StackProps {
    */
   code: 'asset' | 'parameters'
   assetDir?: string
+  /**
+   * The REST authorizer's cache TTL, seconds (WSDS_AUTH_CACHE_TTL_MS rounded up; default 5).
+   * Synth-time, not a parameter: an authorizer change needs a new stage deployment, so the
+   * Deployment's logical id is derived from it, and a logical id cannot depend on a parameter.
+   */
+  authorizerTtlSeconds?: number
 }
 
 /** The Lambda functions: bundle file (src/aws/lambda/<name>.ts) per function. */
-export const FUNCTIONS = ['connect', 'disconnect', 'hello', 'answer', 'message', 'issue-challenge', 'finish', 'authorizer', 'greeting'] as const
+export const FUNCTIONS = ['connect', 'disconnect', 'message', 'timer', 'authorizer', 'greeting'] as const
 export type FunctionName = (typeof FUNCTIONS)[number]
+
+/** The S3 key must name its content (npm run bundle:aws writes lambda-<sha256 prefix>.zip), so new code means a new key. */
+export const CODE_KEY_PATTERN = '^(.*/)?lambda-[0-9a-f]{16}\\.zip$'
+
+export const DEFAULT_AUTHORIZER_TTL_SECONDS = 5
 
 export class WsdsStack extends Stack {
   constructor(scope: Construct, id: string, props: WsdsStackProps) {
     super(scope, id, props)
+    const authorizerTtl = props.authorizerTtlSeconds ?? DEFAULT_AUTHORIZER_TTL_SECONDS
 
     // --- parameters: the PROTOCOL.md configuration names, as the functions' environment ---
     const allowedOrigins = new CfnParameter(this, 'AllowedOrigins', {
       type: 'String',
       description: 'WSDS_ALLOWED_ORIGINS: comma-separated origins (scheme://host[:port]) whose pages may connect',
     })
-    const keySets = new CfnParameter(this, 'KeySets', {
+    const corsOrigins = new CfnParameter(this, 'CorsOrigins', {
       type: 'String',
-      default: 'ssm:/wsds/keyset',
-      allowedPattern: '^((ssm:/wsds/|secretsmanager:wsds/)[A-Za-z0-9_./-]+)(,(ssm:/wsds/|secretsmanager:wsds/)[A-Za-z0-9_./-]+)*$',
-      description:
-        'WSDS_KEYS_FILE: comma-separated key sets, current first, each ssm:/wsds/<name> (SecureString) or secretsmanager:wsds/<name>; the functions may read only these namespaces',
+      default: '',
+      description: 'WSDS_CORS_ORIGINS: origins whose pages may call the REST API cross-origin, or none (empty: AllowedOrigins)',
+    })
+    const keySetStore = new CfnParameter(this, 'KeySetStore', {
+      type: 'String',
+      default: 'ssm',
+      allowedValues: ['ssm', 'secretsmanager'],
+      description: 'Where the key sets live: ssm (SecureString parameters) or secretsmanager (secrets); the functions may read exactly the named ones',
+    })
+    const keySetName = new CfnParameter(this, 'KeySetName', {
+      type: 'String',
+      default: 'wsds/keyset',
+      allowedPattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$',
+      description: 'The current key set: SSM parameter /<name>, or Secrets Manager secret <name>',
+    })
+    const previousKeySetName = new CfnParameter(this, 'PreviousKeySetName', {
+      type: 'String',
+      default: '',
+      allowedPattern: '^([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$',
+      description: 'A key set still accepted during a rollout (same store), or empty',
     })
     // Whole seconds, because the state machine's wait counts whole seconds (TimeoutSeconds);
     // the functions get it in ms as WSDS_CHALLENGE_TIMEOUT_MS.
@@ -63,18 +96,43 @@ export class WsdsStack extends Stack {
       default: 10,
       minValue: 1,
       maxValue: 600,
-      description: 'WSDS_CHALLENGE_TIMEOUT_MS / 1000: answer deadline from hello, and the TimeoutSeconds of the wait for the answer',
+      description: 'WSDS_CHALLENGE_TIMEOUT_MS / 1000: answer deadline, and the TimeoutSeconds of the wait that enforces it',
     })
-    const authorizerTtl = new CfnParameter(this, 'AuthorizerCacheTtlSeconds', {
+    const rateLimit = new CfnParameter(this, 'RateLimitPerSecond', {
+      type: 'Number',
+      default: 200,
+      minValue: 1,
+      description: 'WSDS_RATE_LIMIT: stage throttling of both APIs, requests per second (bursts of 2x)',
+    })
+    const rateBurst = new CfnParameter(this, 'RateLimitBurst', {
+      type: 'Number',
+      default: 400,
+      minValue: 1,
+      description: 'Stage throttling burst, requests (WSDS_RATE_LIMIT bursts are 2x the rate)',
+    })
+    const logRetention = new CfnParameter(this, 'LogRetentionDays', {
+      type: 'Number',
+      default: 14,
+      allowedValues: ['1', '3', '5', '7', '14', '30', '60', '90', '180', '365'],
+      description: 'Retention of the functions\' CloudWatch log groups, days',
+    })
+    const alarmTopic = new CfnParameter(this, 'AlarmTopicArn', {
+      type: 'String',
+      default: '',
+      description: 'SNS topic the alarms notify (empty: alarms without actions)',
+    })
+    const alarmThreshold = new CfnParameter(this, 'AlarmThreshold', {
       type: 'Number',
       default: 5,
-      minValue: 0,
-      maxValue: 3600,
-      description:
-        'WSDS_AUTH_CACHE_TTL_MS / 1000: how long API Gateway caches an Allow per connectionId. This is the revocation bound: a closed id is admitted up to this long',
+      minValue: 1,
+      description: 'Alarm when 5xx responses, authorizer errors or failed executions reach this many in 5 minutes',
     })
+    const useSsm = new CfnCondition(this, 'KeySetsInSsm', { expression: Fn.conditionEquals(keySetStore.valueAsString, 'ssm') })
+    const hasPrevious = new CfnCondition(this, 'HasPreviousKeySet', { expression: Fn.conditionNot(Fn.conditionEquals(previousKeySetName.valueAsString, '')) })
+    const hasTopic = new CfnCondition(this, 'HasAlarmTopic', { expression: Fn.conditionNot(Fn.conditionEquals(alarmTopic.valueAsString, '')) })
+    const hasCors = new CfnCondition(this, 'HasCorsOrigins', { expression: Fn.conditionNot(Fn.conditionEquals(corsOrigins.valueAsString, '')) })
 
-    // --- the connections table: one item per connection, DynamoDB TTL on `ttl` (epoch s) ---
+    // --- the connections table: records and their aliases, DynamoDB TTL on `ttl` (epoch s) ---
     const table = new dynamodb.Table(this, 'Connections', {
       partitionKey: { name: 'connectionId', type: dynamodb.AttributeType.STRING },
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
@@ -89,17 +147,25 @@ export class WsdsStack extends Stack {
     if (props.code === 'asset') {
       code = lambda.Code.fromAsset(props.assetDir ?? 'dist/aws')
     } else {
-      const bucket = new CfnParameter(this, 'LambdaCodeBucket', { type: 'String', description: 'S3 bucket holding the Lambda zip (npm run bundle:aws writes dist/aws/lambda.zip)' })
-      const key = new CfnParameter(this, 'LambdaCodeKey', { type: 'String', default: 'wsds/lambda.zip', description: 'S3 key of the Lambda zip' })
+      const bucket = new CfnParameter(this, 'LambdaCodeBucket', { type: 'String', description: 'S3 bucket holding the Lambda zip' })
+      const key = new CfnParameter(this, 'LambdaCodeKey', {
+        type: 'String',
+        allowedPattern: CODE_KEY_PATTERN,
+        constraintDescription: 'must be the lambda-<hash>.zip that npm run bundle:aws writes: a new key for new code, so CloudFormation updates the functions',
+        description: 'S3 key of the Lambda zip (dist/aws/lambda-<hash>.zip)',
+      })
       code = lambda.Code.fromBucket(s3.Bucket.fromBucketName(this, 'CodeBucket', bucket.valueAsString), key.valueAsString)
     }
     const common = {
       WSDS_TABLE: table.tableName,
       WSDS_ALLOWED_ORIGINS: allowedOrigins.valueAsString,
       WSDS_CHALLENGE_TIMEOUT_MS: Fn.join('', [challengeTimeout.valueAsString, '000']),
+      NODE_OPTIONS: '--enable-source-maps',
     }
     const fns = {} as Record<FunctionName, lambda.Function>
     for (const name of FUNCTIONS) {
+      const logGroup = new logs.LogGroup(this, `${fnId(name)}Logs`, { removalPolicy: RemovalPolicy.DESTROY })
+      ;(logGroup.node.defaultChild as logs.CfnLogGroup).retentionInDays = logRetention.valueAsNumber
       fns[name] = new lambda.Function(this, fnId(name), {
         runtime: lambda.Runtime.NODEJS_22_X,
         architecture: lambda.Architecture.ARM_64,
@@ -107,120 +173,124 @@ export class WsdsStack extends Stack {
         timeout: Duration.seconds(10),
         code,
         handler: `${name}.handler`,
-        environment: { ...common, NODE_OPTIONS: '--enable-source-maps' },
-        description: `WSDS ${name}`,
+        environment: common,
+        logGroup,
       })
     }
-    for (const name of ['hello', 'issue-challenge'] as const) fns[name].addEnvironment('WSDS_KEYS_FILE', keySets.valueAsString)
+    // Exactly the named parameter or secret: SSM ARNs drop the name's leading slash; secret
+    // ARNs end in -<6 random characters>, which the IAM wildcard ?????? matches and nothing longer.
+    const keyArn = (name: string) =>
+      Fn.conditionIf(
+        useSsm.logicalId,
+        this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: name }),
+        this.formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `${name}-??????`, arnFormat: ArnFormat.COLON_RESOURCE_NAME }),
+      ).toString()
+    const prefix = Fn.conditionIf(useSsm.logicalId, 'ssm:/', 'secretsmanager:').toString()
+    const keysFile = Fn.join('', [prefix, keySetName.valueAsString, Fn.conditionIf(hasPrevious.logicalId, Fn.join('', [',', prefix, previousKeySetName.valueAsString]), '').toString()])
+    const readKeys = new iam.PolicyStatement({
+      actions: [Fn.conditionIf(useSsm.logicalId, 'ssm:GetParameter', 'secretsmanager:GetSecretValue').toString()],
+      resources: [keyArn(keySetName.valueAsString), Fn.conditionIf(hasPrevious.logicalId, keyArn(previousKeySetName.valueAsString), Aws.NO_VALUE).toString()],
+    })
+    for (const name of ['message', 'timer'] as const) {
+      fns[name].addEnvironment('WSDS_KEYS_FILE', keysFile)
+      fns[name].addToRolePolicy(readKeys)
+    }
+    fns.greeting.addEnvironment('WSDS_CORS_ORIGINS', Fn.conditionIf(hasCors.logicalId, corsOrigins.valueAsString, allowedOrigins.valueAsString).toString())
 
-    // --- WebSocket API: routes on $request.body.action, each to its own function ---
+    // --- WebSocket API: every frame to one function, where the lifecycle decides ---
     const ws = new apigwv2.WebSocketApi(this, 'WebSocketApi', {
       routeSelectionExpression: '$request.body.action',
       connectRouteOptions: { integration: new integrations.WebSocketLambdaIntegration('ConnectIntegration', fns.connect) },
       disconnectRouteOptions: { integration: new integrations.WebSocketLambdaIntegration('DisconnectIntegration', fns.disconnect) },
       defaultRouteOptions: { integration: new integrations.WebSocketLambdaIntegration('DefaultIntegration', fns.message) },
     })
-    ws.addRoute('hello', { integration: new integrations.WebSocketLambdaIntegration('HelloIntegration', fns.hello) })
-    ws.addRoute('answer', { integration: new integrations.WebSocketLambdaIntegration('AnswerIntegration', fns.answer) })
-    ws.addRoute('ping', { integration: new integrations.WebSocketLambdaIntegration('PingIntegration', fns.message) })
     const stage = new apigwv2.WebSocketStage(this, 'WebSocketStage', { webSocketApi: ws, stageName: STAGE_NAME, autoDeploy: true })
+    ;(stage.node.defaultChild as apigwv2.CfnStage).defaultRouteSettings = {
+      throttlingRateLimit: rateLimit.valueAsNumber,
+      throttlingBurstLimit: rateBurst.valueAsNumber,
+    }
     const manageConnections = new iam.PolicyStatement({
       actions: ['execute-api:ManageConnections'],
       resources: [this.formatArn({ service: 'execute-api', resource: ws.apiId, resourceName: `${STAGE_NAME}/*/@connections/*` })],
     })
-    for (const name of ['hello', 'answer', 'message', 'issue-challenge', 'finish'] as const) {
+    for (const name of ['message', 'timer', 'authorizer'] as const) {
       fns[name].addEnvironment('WSDS_CONNECTIONS_URL', stage.callbackUrl)
       fns[name].addToRolePolicy(manageConnections)
     }
 
-    // --- the handshake state machine (one Standard execution per hello) ---
-    const payload = {
-      connectionId: sfn.JsonPath.stringAt('$.connectionId'),
-    }
-    // Why: draws the challenge, stores the expected answer with this task's token, and
-    // sends it; the execution then waits, at no cost, until the answer handler reports.
-    const issueChallenge = new tasks.LambdaInvoke(this, 'IssueChallenge', {
-      comment: 'Send the challenge and wait for the answer handler to report with the task token, at most the challenge deadline',
-      lambdaFunction: fns['issue-challenge'],
+    // --- the deadline: one Standard execution per armed deadline, one state on the happy path ---
+    const target = { connectionId: sfn.JsonPath.stringAt('$.connectionId'), at: sfn.JsonPath.numberAt('$.at') }
+    const retryOnce = { errors: ['Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException'], maxAttempts: 1, interval: Duration.seconds(1) }
+    // Why: the wait that enforces the challenge deadline. A verdict (or $disconnect) ends it
+    // with SendTaskSuccess: one billed transition per handshake.
+    const wait = new tasks.LambdaInvoke(this, 'Wait', {
+      comment: 'Store the task token on the record, then wait for a verdict or the deadline',
+      lambdaFunction: fns.timer,
       integrationPattern: sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
-      payload: sfn.TaskInput.fromObject({
-        ...payload,
-        keySetId: sfn.JsonPath.stringAt('$.keySetId'),
-        hostname: sfn.JsonPath.stringAt('$.hostname'),
-        timeoutMs: sfn.JsonPath.numberAt('$.timeoutMs'),
-        taskToken: sfn.JsonPath.taskToken,
-      }),
-      // The deadline, as a parameter in the template (the local run substitutes its own).
+      payload: sfn.TaskInput.fromObject({ op: 'arm', ...target, taskToken: sfn.JsonPath.taskToken }),
       taskTimeout: sfn.Timeout.duration(Duration.seconds(challengeTimeout.valueAsNumber)),
-      resultPath: '$.answer',
+      resultPath: sfn.JsonPath.DISCARD,
+      retryOnServiceExceptions: false,
     })
-    const finish = (id: string, comment: string, outcome: string) =>
-      new tasks.LambdaInvoke(this, id, {
-        comment,
-        lambdaFunction: fns.finish,
-        payloadResponseOnly: true,
-        payload: sfn.TaskInput.fromObject({ ...payload, outcome }),
-        resultPath: sfn.JsonPath.DISCARD,
-      })
-    const markVerified = finish('MarkVerified', 'Mark the record verified (only if the socket is still open), then send verified', 'verified')
-    const rejected = finish(
-      'Rejected',
-      'The answer failed (wrong-answer, bad-domain, late) or the socket closed: send rejected with the reason and close',
-      sfn.JsonPath.stringAt('$.rejection.Error'),
-    )
-    const timedOut = finish('TimedOut', 'No answer before the deadline: send rejected timeout and close', 'timeout')
-    issueChallenge.addCatch(timedOut, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.rejection' })
-    issueChallenge.addCatch(rejected, { errors: [sfn.Errors.ALL], resultPath: '$.rejection' })
-    // Why a Choice: the answer handler reports success only for a verified answer, but the
-    // machine checks the verdict itself rather than trust that any success means verified.
-    const accepted = new sfn.Choice(this, 'AnswerAccepted', { comment: 'Only the verdict "verified" verifies' })
-      .when(sfn.Condition.stringEquals('$.answer.verdict', 'verified'), markVerified)
-      .otherwise(new sfn.Fail(this, 'UnexpectedAnswer', { comment: 'A success output without a verified verdict: a bug, not a client', error: 'UnexpectedAnswer' }))
+    wait.addRetry(retryOnce)
+    const fire = new tasks.LambdaInvoke(this, 'Deadline', {
+      comment: 'No verdict in time: deliver the deadline event (rejected timeout, close)',
+      lambdaFunction: fns.timer,
+      payloadResponseOnly: true,
+      payload: sfn.TaskInput.fromObject({ op: 'fire', ...target }),
+      resultPath: sfn.JsonPath.DISCARD,
+      retryOnServiceExceptions: false,
+    })
+    fire.addRetry(retryOnce)
+    wait.addCatch(fire, { errors: [sfn.Errors.TIMEOUT], resultPath: sfn.JsonPath.DISCARD })
+    wait.addCatch(new sfn.Succeed(this, 'Disarmed', { comment: 'A verdict came before the wait stored its token: nothing to wait for' }), { errors: ['Disarmed'], resultPath: sfn.JsonPath.DISCARD })
+    // Named, and its ARN built from the name: the timer function both runs in the machine and
+    // starts executions of it, which by reference would be a circular dependency.
+    const machineName = Fn.join('-', [Aws.STACK_NAME, 'deadline'])
+    const machineArn = this.formatArn({ service: 'states', resource: 'stateMachine', resourceName: machineName, arnFormat: ArnFormat.COLON_RESOURCE_NAME })
     const machine = new sfn.StateMachine(this, 'Handshake', {
+      stateMachineName: machineName,
       stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromChainable(issueChallenge.next(accepted)),
-      comment: 'WSDS handshake: one execution per hello; challenge, wait for the answer, then verified or rejected',
-      // A safety net far above any deadline (at most 600 s) plus the outcome tasks.
+      definitionBody: sfn.DefinitionBody.fromChainable(wait),
+      comment: 'WSDS challenge deadline: one execution per armed deadline, ended by the verdict or by the timeout',
+      // A safety net far above any deadline (at most 600 s) plus the deadline task.
       timeout: Duration.minutes(15),
     })
-    fns.hello.addEnvironment('WSDS_STATE_MACHINE_ARN', machine.stateMachineArn)
+    for (const name of ['message', 'timer'] as const) fns[name].addEnvironment('WSDS_STATE_MACHINE_ARN', machineArn)
 
     // --- least privilege: each function gets exactly the calls it makes ---
     const onTable = (fn: lambda.Function, ...actions: string[]) => fn.addToRolePolicy(new iam.PolicyStatement({ actions: actions.map((a) => `dynamodb:${a}`), resources: [table.tableArn] }))
-    const onMachine = (fn: lambda.Function, ...actions: string[]) => fn.addToRolePolicy(new iam.PolicyStatement({ actions: actions.map((a) => `states:${a}`), resources: [machine.stateMachineArn] }))
+    const onMachine = (fn: lambda.Function, ...actions: string[]) => fn.addToRolePolicy(new iam.PolicyStatement({ actions: actions.map((a) => `states:${a}`), resources: [machineArn] }))
+    const onTasks = (fn: lambda.Function) => fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['states:SendTaskSuccess'], resources: [machineArn] }))
     onTable(fns.connect, 'PutItem')
     onTable(fns.disconnect, 'DeleteItem')
-    onMachine(fns.disconnect, 'SendTaskFailure')
-    onTable(fns.hello, 'UpdateItem')
-    onMachine(fns.hello, 'StartExecution')
-    onTable(fns.answer, 'UpdateItem')
-    onMachine(fns.answer, 'SendTaskSuccess', 'SendTaskFailure')
-    onTable(fns['issue-challenge'], 'UpdateItem')
-    onTable(fns.finish, 'UpdateItem')
-    onTable(fns.authorizer, 'GetItem')
-    const readKeys = new iam.PolicyStatement({
-      actions: ['ssm:GetParameter', 'secretsmanager:GetSecretValue'],
-      resources: [
-        this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: 'wsds/*' }),
-        this.formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: 'wsds/*', arnFormat: undefined }),
-      ],
-    })
-    fns.hello.addToRolePolicy(readKeys)
-    fns['issue-challenge'].addToRolePolicy(readKeys)
+    onTasks(fns.disconnect)
+    onTable(fns.message, 'GetItem', 'UpdateItem')
+    onMachine(fns.message, 'StartExecution', 'SendTaskSuccess')
+    onTable(fns.timer, 'GetItem', 'UpdateItem')
+    onMachine(fns.timer, 'StartExecution', 'SendTaskSuccess')
+    onTable(fns.authorizer, 'GetItem', 'DeleteItem')
 
     // --- REST API: the protected greeting and forward auth behind the authorizer ---
     const rest = new apigw.RestApi(this, 'RestApi', {
       description: 'WSDS-protected REST API: requests carry the verified connectionId header',
-      deployOptions: { stageName: STAGE_NAME },
+      deployOptions: { stageName: STAGE_NAME, throttlingRateLimit: rateLimit.valueAsNumber, throttlingBurstLimit: rateBurst.valueAsNumber },
       cloudWatchRole: false,
     })
+    // An authorizer change reaches clients only through a new deployment.
+    rest.latestDeployment?.addToLogicalId({ authorizerTtl })
     const authorizer = new apigw.RequestAuthorizer(this, 'Authorizer', {
       handler: fns.authorizer,
       // API Gateway answers 401 itself, without calling the function, when the header is missing.
       identitySources: [apigw.IdentitySource.header('connectionId')],
-      resultsCacheTtl: Duration.seconds(authorizerTtl.valueAsNumber),
+      resultsCacheTtl: Duration.seconds(authorizerTtl),
     })
-    rest.root.addResource('greeting').addMethod('GET', new apigw.LambdaIntegration(fns.greeting), { authorizer })
+    // Preflights carry no id (browsers never send custom headers on OPTIONS): answered by the
+    // greeting function's CORS check (src/aws/rest.ts), with no authorizer.
+    const preflight = new apigw.LambdaIntegration(fns.greeting, { allowTestInvoke: false })
+    const greetingResource = rest.root.addResource('greeting')
+    greetingResource.addMethod('GET', new apigw.LambdaIntegration(fns.greeting, { allowTestInvoke: false }), { authorizer })
+    greetingResource.addMethod('OPTIONS', preflight)
     // GET /wsds/auth: 204 with the admitted id's headers (PROTOCOL.md forward auth), no function behind it.
     const authHeaders = { 'x-wsds-connection-id': 'connectionId', 'x-wsds-origin': 'origin', 'x-wsds-verdict': 'verdict' }
     rest.root.addResource('wsds').addResource('auth').addMethod(
@@ -241,16 +311,35 @@ export class WsdsStack extends Stack {
       },
     )
     const unauthorized = { 'application/json': '{"error":"unauthorized"}' }
+    // Refusals readable by a cross-origin page: the body says nothing an id's owner does not know.
+    const corsHeaders = { 'Access-Control-Allow-Origin': 'method.request.header.Origin', Vary: "'Origin'" }
     // The authorizer throws "Unauthorized" (401); a missing header is 401 too. ACCESS_DENIED
     // (403, an explicit Deny) is mapped as well, so no refusal ever leaves as a 403.
-    rest.addGatewayResponse('Unauthorized', { type: apigw.ResponseType.UNAUTHORIZED, statusCode: '401', templates: unauthorized })
-    rest.addGatewayResponse('AccessDenied', { type: apigw.ResponseType.ACCESS_DENIED, statusCode: '401', templates: unauthorized })
+    rest.addGatewayResponse('Unauthorized', { type: apigw.ResponseType.UNAUTHORIZED, statusCode: '401', templates: unauthorized, responseHeaders: corsHeaders })
+    rest.addGatewayResponse('AccessDenied', { type: apigw.ResponseType.ACCESS_DENIED, statusCode: '401', templates: unauthorized, responseHeaders: corsHeaders })
     rest.addGatewayResponse('AuthorizerFailure', {
       type: apigw.ResponseType.AUTHORIZER_FAILURE,
       statusCode: '503',
       templates: { 'application/json': '{"error":"store-unavailable"}' },
-      responseHeaders: { 'retry-after': "'1'" },
+      responseHeaders: { 'retry-after': "'1'", ...corsHeaders },
     })
+
+    // --- alarms: 5xx from the REST API, authorizer errors, failed deadline executions ---
+    const alarm = (id: string, metric: cloudwatch.IMetric, description: string) => {
+      const a = new cloudwatch.Alarm(this, id, {
+        metric,
+        threshold: alarmThreshold.valueAsNumber,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarmDescription: description,
+      })
+      ;(a.node.defaultChild as cloudwatch.CfnAlarm).addPropertyOverride('AlarmActions', Fn.conditionIf(hasTopic.logicalId, [alarmTopic.valueAsString], Aws.NO_VALUE))
+    }
+    const fiveMinutes = { period: Duration.minutes(5), statistic: 'Sum' }
+    alarm('RestApi5xxAlarm', rest.metricServerError(fiveMinutes), 'REST API 5xx responses (503 store-unavailable included)')
+    alarm('AuthorizerErrorsAlarm', fns.authorizer.metricErrors(fiveMinutes), 'Authorizer function errors (answered 503)')
+    alarm('ExecutionsFailedAlarm', machine.metricFailed(fiveMinutes), 'Deadline executions that failed (the deadline task could not run)')
 
     new CfnOutput(this, 'WebSocketUrl', { value: stage.url, description: 'wss:// URL for the client SDK' })
     new CfnOutput(this, 'RestApiUrl', { value: rest.url, description: 'Base URL of the protected REST API' })
@@ -262,4 +351,13 @@ export class WsdsStack extends Stack {
 /** `issue-challenge` -> `IssueChallengeFunction`: stable construct ids. */
 export function fnId(name: string): string {
   return name.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase()) + 'Function'
+}
+
+/** WSDS_AUTH_CACHE_TTL_MS (PROTOCOL.md: on AWS rounded up to whole seconds, at most 3600). */
+export function authorizerTtlFromEnv(env: Record<string, string | undefined>): number {
+  const text = env.WSDS_AUTH_CACHE_TTL_MS
+  if (text === undefined || text.trim() === '') return DEFAULT_AUTHORIZER_TTL_SECONDS
+  const ms = Number(text)
+  if (!/^\d+$/.test(text.trim()) || ms > 3_600_000) throw new Error(`WSDS_AUTH_CACHE_TTL_MS=${JSON.stringify(text)}: must be whole ms in [0, 3600000]`)
+  return Math.ceil(ms / 1000)
 }

@@ -14,21 +14,27 @@ import { WsdsStack } from './stack.ts'
 export const TEMPLATE_PATH = fileURLToPath(new URL('../deploy/aws/template.json', import.meta.url))
 
 /** `validate: false` skips CDK's built-in CloudFormation validation (seconds per synth) in unit tests. */
-export function synthTemplate(options: { validate?: boolean } = {}): Record<string, unknown> {
+export function synthTemplate(options: { validate?: boolean; authorizerTtlSeconds?: number } = {}): Record<string, unknown> {
   const app = new App({
     outdir: mkdtempSync(join(tmpdir(), 'wsds-cdk-')),
     analyticsReporting: false,
     builtinCloudFormationValidation: options.validate ?? true,
     context: { 'aws:cdk:enable-path-metadata': false, 'aws:cdk:version-reporting': false },
   })
-  const stack = new WsdsStack(app, 'Wsds', { code: 'parameters', synthesizer: new BootstraplessSynthesizer() })
+  const stack = new WsdsStack(app, 'Wsds', { code: 'parameters', synthesizer: new BootstraplessSynthesizer(), ...(options.authorizerTtlSeconds === undefined ? {} : { authorizerTtlSeconds: options.authorizerTtlSeconds }) })
   const assembly = app.synth()
   return assembly.getStackArtifact(stack.artifactId).template as Record<string, unknown>
 }
 
-/** The committed text: stable key order is CDK's own; two-space JSON and a final newline. */
+/**
+ * The committed text: CDK's stable key order, compact JSON and a final newline. Compact
+ * because `aws cloudformation deploy --template-file` refuses a template over 51,200 bytes
+ * without --s3-bucket, and the indented form is over it (read it with `jq . template.json`).
+ */
+export const MAX_INLINE_TEMPLATE_BYTES = 51_200
+
 export function templateText(template: Record<string, unknown>): string {
-  return JSON.stringify(template, null, 2) + '\n'
+  return JSON.stringify(template) + '\n'
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

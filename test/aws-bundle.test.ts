@@ -4,18 +4,20 @@
  * Lambda runtime gives it, and reaches DynamoDB (dynalite) through the bundled SDK.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import type { Server } from 'node:http'
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb'
 // @ts-expect-error no declaration file
 import dynalite from 'dynalite'
 import { bundleLambdas } from '../infra/bundle.ts'
-import { FUNCTIONS } from '../infra/stack.ts'
+import { CODE_KEY_PATTERN, FUNCTIONS } from '../infra/stack.ts'
+import { createConnectionsTable } from '../src/aws/table.ts'
 import type { WebSocketEvent, WebSocketResult } from '../src/aws/events.ts'
 import { createDynamoDbStore, ensureTable } from '../src/stores/dynamodb.ts'
 
@@ -24,6 +26,7 @@ describe('Lambda bundles (esbuild, CJS, node22 target)', () => {
   let client: DynamoDBClient
   let outdir: string
   let files: Record<string, number>
+  let zip: string
   before(async () => {
     server = (dynalite as (o: object) => Server)({ createTableMs: 0 })
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
@@ -40,7 +43,7 @@ describe('Lambda bundles (esbuild, CJS, node22 target)', () => {
       AWS_SECRET_ACCESS_KEY: 'x',
       AWS_ENDPOINT_URL_DYNAMODB: endpoint,
     })
-    ;({ outdir, files } = await bundleLambdas(mkdtempSync(join(tmpdir(), 'wsds-bundle-'))))
+    ; ({ outdir, files, zip } = await bundleLambdas(mkdtempSync(join(tmpdir(), 'wsds-bundle-'))))
   })
   after(async () => {
     client?.destroy()
@@ -51,7 +54,17 @@ describe('Lambda bundles (esbuild, CJS, node22 target)', () => {
     assert.deepEqual(Object.keys(files).sort(), FUNCTIONS.map((f) => `${f}.cjs`).sort())
   })
 
-  it('runs the $connect bundle against DynamoDB: 403 for a foreign Origin, a pending record for an allowed one', async () => {
+  it('writes lambda-<content hash>.zip that unzip reads back, the same name for the same code (LambdaCodeKey)', async () => {
+    assert.match(basename(zip), new RegExp(CODE_KEY_PATTERN))
+    const listing = execFileSync('unzip', ['-Z1', zip], { encoding: 'utf8' }).trim().split('\n').sort()
+    assert.deepEqual(listing.filter((f) => f.endsWith('.cjs')), FUNCTIONS.map((f) => `${f}.cjs`).sort())
+    execFileSync('unzip', ['-tq', zip])
+    const again = await bundleLambdas(mkdtempSync(join(tmpdir(), 'wsds-bundle-')))
+    assert.equal(basename(again.zip), basename(zip))
+    assert.ok(readFileSync(again.zip).equals(readFileSync(zip)), 'deterministic bytes')
+  })
+
+  it('runs the $connect bundle against DynamoDB: 403 for a foreign Origin, a pending record under our own id for an allowed one', async () => {
     const require = createRequire(join(outdir, 'x.cjs'))
     const { handler } = require('./connect.cjs') as { handler: (e: WebSocketEvent) => Promise<WebSocketResult> }
     const event = (connectionId: string, origin: string): WebSocketEvent => ({
@@ -61,8 +74,11 @@ describe('Lambda bundles (esbuild, CJS, node22 target)', () => {
     assert.equal((await handler(event('bundle-1=', 'https://evil.wsds.test'))).statusCode, 403)
     assert.equal((await handler(event('bundle-2=', 'https://app.wsds.test'))).statusCode, 200)
     const store = createDynamoDbStore({ client, tableName: 'wsds-bundle' })
-    assert.equal(await store.get('bundle-1='), null)
-    assert.equal((await store.get('bundle-2='))?.status, 'pending')
+    const table = createConnectionsTable(client, 'wsds-bundle')
+    assert.equal(await table.resolve('bundle-1='), null)
+    const id = await table.resolve('bundle-2=')
+    assert.match(id ?? '', /^[A-Za-z0-9_-]{22}$/)
+    assert.equal((await store.get(id!))?.status, 'pending')
   })
 
   it('runs the greeting bundle', async () => {

@@ -22,10 +22,11 @@ import { createConnections } from '../src/aws/connections.ts'
 import type { AwsDeps } from '../src/aws/deps.ts'
 import type { AuthorizerEvent, WebSocketEvent } from '../src/aws/events.ts'
 import { loadKeySets, parseKeySources } from '../src/aws/keys.ts'
-import { createAuthorizer, greeting, stageWildcard } from '../src/aws/rest.ts'
-import { createConnectionsTable } from '../src/aws/table.ts'
+import { createAuthorizer, greeting, stageWildcard, targetOf } from '../src/aws/rest.ts'
+import { ALIAS_PREFIX, createConnectionsTable } from '../src/aws/table.ts'
 import { createTaskHandlers } from '../src/aws/tasks.ts'
-import { createWebSocketHandlers, executionName, type ExecutionInput } from '../src/aws/websocket.ts'
+import { executionName, type TimerInput } from '../src/aws/session.ts'
+import { createWebSocketHandlers } from '../src/aws/websocket.ts'
 import { createKeyRing } from '../src/core/keyring.ts'
 import type { ChallengeMessage } from '../src/core/protocol.ts'
 import { createRandomPool } from '../src/core/random.ts'
@@ -145,214 +146,158 @@ describe('AWS Lambda handlers (dynalite, real SDK clients)', () => {
   const framesTo = (id: string) => posts.calls.filter((c) => c.method === 'POST' && c.path.endsWith(`/@connections/${id}`)).map((c) => JSON.parse(c.body) as Record<string, unknown>)
   const deletesOf = (id: string) => posts.calls.filter((c) => c.method === 'DELETE' && c.path.endsWith(`/@connections/${id}`)).map((c) => Number(c.headers['x-wsds-close-code']))
   const sfnOps = () => sfnCalls.calls.map((c) => ({ op: String(c.headers['x-amz-target']).split('.')[1], body: JSON.parse(c.body) as Record<string, string> }))
+  /** $connect with an API-Gateway-shaped id; returns both ids. */
   const connected = async () => {
-    const id = newId()
-    const res = await ws().connect(wsEvent('$connect', id, { headers: { Origin: ORIGIN, Host: 'abc123.execute-api.eu-west-1.amazonaws.com' } }))
+    const gw = newId()
+    const res = await ws().connect(wsEvent('$connect', gw, { headers: { Origin: ORIGIN, Host: 'abc123.execute-api.eu-west-1.amazonaws.com' } }))
     assert.equal(res.statusCode, 200)
-    return id
+    const id = await deps.table.resolve(gw)
+    assert.ok(id)
+    return { gw, id }
   }
-  /** $connect, hello, and the IssueChallenge task as the state machine would run it. */
+  /** $connect, hello, and the Wait task's arm as the state machine would run it. */
   const challenged = async () => {
-    const id = await connected()
-    await ws().message(message(id, { action: 'hello', v: 1 }))
-    const start = sfnOps().find((c) => c.op === 'StartExecution')!
-    const input = JSON.parse(start.body.input!) as ExecutionInput
-    await tasks().issueChallenge({ ...input, taskToken: `token-${id}` })
-    const challenge = framesTo(id).find((f) => f.type === 'challenge') as unknown as ChallengeMessage
-    return { id, challenge, input }
+    const c = await connected()
+    await ws().message(message(c.gw, { action: 'hello', v: 1 }))
+    const start = sfnOps().find((x) => x.op === 'StartExecution')!
+    const input = JSON.parse(start.body.input!) as TimerInput
+    await tasks().timer({ op: 'arm', ...input, taskToken: `token-${c.id}` })
+    const challenge = framesTo(c.gw).find((f) => f.type === 'challenge') as unknown as ChallengeMessage
+    return { ...c, input, challenge }
   }
+  const item = async (key: string) => (await dynamo.send(new GetItemCommand({ TableName: TABLE, Key: { connectionId: { S: key } }, ConsistentRead: true }))).Item
 
   describe('$connect', () => {
-    it('stores a pending record for an allowed Origin', async () => {
-      const id = await connected()
+    it('mints our own 128-bit URL-safe id, keeps API Gateway\'s in the record, and stores a lookup from it', async () => {
+      const { gw, id } = await connected()
+      assert.match(id, /^[A-Za-z0-9_-]{22}$/)
+      assert.notEqual(id, gw)
       const record = await deps.store.get(id)
       assert.equal(record?.status, 'pending')
       assert.equal(record?.origin, ORIGIN)
-      assert.equal(record?.expiresAt, clock.t + deps.config.connectionTtlMs)
+      assert.equal((await item(id))?.gatewayId?.S, gw)
+      assert.equal((await item(ALIAS_PREFIX + gw))?.target?.S, id)
+      // The alias is not a record: the store never admits or counts it.
+      assert.equal(await deps.store.get(ALIAS_PREFIX + gw), null)
     })
     it('refuses with 403 and stores nothing when the Origin is missing (no headers at all) or foreign', async () => {
-      for (const headers of [undefined, {}, { Origin: 'https://evil.wsds.test' }, { Origin: ORIGIN + ':8443' }]) {
-        const id = newId()
-        const res = await ws().connect(wsEvent('$connect', id, headers === undefined ? {} : { headers }))
-        assert.equal(res.statusCode, 403)
-        assert.equal(await deps.store.get(id), null)
+      for (const headers of [null, { Origin: 'https://evil.test' }]) {
+        const gw = newId()
+        assert.equal((await ws().connect(wsEvent('$connect', gw, { headers }))).statusCode, 403)
+        assert.equal(await item(ALIAS_PREFIX + gw), undefined)
       }
-    })
-    it('reads the Origin header case-insensitively', async () => {
-      const id = newId()
-      assert.equal((await ws().connect(wsEvent('$connect', id, { headers: { origin: ORIGIN } }))).statusCode, 200)
     })
   })
 
-  describe('message routes', () => {
-    it('answers ping with pong', async () => {
-      const id = await connected()
-      await ws().message(message(id, { action: 'ping' }))
-      assert.deepEqual(framesTo(id), [{ type: 'pong' }])
-    })
-    it('answers malformed bodies and unknown actions ($default) with bad-message, and keeps the socket', async () => {
-      const id = await connected()
-      for (const body of ['not json', '[1]', '{"action":"dance"}', '{"action":"hello","v":"1"}', '']) await ws().message(message(id, body, '$default'))
-      await ws().message(wsEvent('$default', id, { body: Buffer.from('{"action":"ping"}').toString('base64'), isBase64Encoded: true }))
-      const frames = framesTo(id)
-      assert.equal(frames.length, 6)
-      for (const f of frames) {
-        assert.equal(f.type, 'error')
-        assert.equal(f.code, 'bad-message')
-      }
-      assert.deepEqual(deletesOf(id), [])
+  describe('messages run the core lifecycle', () => {
+    it('answers ping with pong, bad frames with bad-message, and keeps the socket', async () => {
+      const { gw } = await connected()
+      await ws().message(message(gw, { action: 'ping' }))
+      await ws().message(message(gw, 'not json'))
+      await ws().message(message(gw, { action: 'dance' }))
+      assert.deepEqual(framesTo(gw).map((f) => f.type), ['pong', 'error', 'error'])
+      assert.deepEqual(deletesOf(gw), [])
     })
     it('closes with 1009 and sends nothing for a message over the size limit', async () => {
-      const id = await connected()
-      await ws().message(message(id, { action: 'ping', pad: 'x'.repeat(17 * 1024) }))
-      assert.deepEqual(framesTo(id), [])
-      assert.deepEqual(deletesOf(id), [1009])
+      const { gw } = await connected()
+      await ws().message(message(gw, { action: 'ping', pad: 'x'.repeat(20_000) }))
+      assert.deepEqual(framesTo(gw), [])
+      assert.deepEqual(deletesOf(gw), [1009])
     })
-  })
-
-  describe('hello', () => {
-    it('sends connection, then starts one execution (no sleep) with a safe name and the deadline', async () => {
-      const id = await connected()
-      await ws().message(message(id, { action: 'hello', v: 1 }))
-      assert.deepEqual(framesTo(id), [{ type: 'connection', connectionId: id }])
-      const [start] = sfnOps()
-      assert.equal(start?.op, 'StartExecution')
-      assert.equal(start.body.stateMachineArn, deps.config.stateMachineArn)
-      assert.match(start.body.name!, /^[A-Za-z0-9_-]{1,80}$/)
-      assert.deepEqual(JSON.parse(start.body.input!), { connectionId: id, keySetId: 'test-current', hostname: 'app.wsds.test', timeoutMs: 5000 })
+    it('hello: sends connection with OUR id, the challenge with the time left from the upgrade, then arms one deadline execution', async () => {
+      const { gw, id } = await connected()
+      clock.t += 1000
+      await ws().message(message(gw, { action: 'hello', v: 1 }))
+      const frames = framesTo(gw)
+      assert.deepEqual(frames[0], { type: 'connection', connectionId: id })
+      assert.equal(frames[1]?.type, 'challenge')
+      assert.equal(frames[1]?.expiresInMs, 4000)
+      const starts = sfnOps().filter((x) => x.op === 'StartExecution')
+      assert.equal(starts.length, 1)
+      const input = JSON.parse(starts[0]!.body.input!) as TimerInput
+      assert.deepEqual(input, { connectionId: id, at: clock.t + 4000 })
+      assert.match(starts[0]!.body.name!, /^[A-Za-z0-9_-]{1,80}$/)
+      assert.equal(starts[0]!.body.name, executionName(id, input.at))
     })
-    it('treats a second hello as a bad message', async () => {
-      const id = await connected()
-      await ws().message(message(id, { action: 'hello', v: 1 }))
-      await ws().message(message(id, { action: 'hello', v: 1 }))
-      assert.equal(framesTo(id).at(-1)?.code, 'bad-message')
-      assert.equal(sfnOps().length, 1)
-    })
-    it('rejects an unsupported version (close 4400) and an unknown key set (stale-keyset, 4401) without an execution', async () => {
-      const a = await connected()
-      await ws().message(message(a, { action: 'hello', v: 2 }))
-      assert.deepEqual(framesTo(a), [{ type: 'rejected', reason: 'unsupported-version' }])
-      assert.deepEqual(deletesOf(a), [4400])
-      const b = await connected()
-      await ws().message(message(b, { action: 'hello', v: 1, keySet: 'gone-set' }))
-      assert.deepEqual(framesTo(b), [{ type: 'connection', connectionId: b }, { type: 'rejected', reason: 'stale-keyset' }])
-      assert.deepEqual(deletesOf(b), [4401])
-      assert.equal(sfnOps().length, 0)
-    })
-    it('starts nothing when the socket is already gone', async () => {
-      const id = await connected()
-      gone.add(id)
-      await ws().message(message(id, { action: 'hello', v: 1 }))
-      assert.equal(sfnOps().length, 0)
-    })
-    it('maps connection ids to execution names one-to-one', () => {
-      assert.match(executionName('L0SM9cOFvHcCIhw=', 5), /^L0SM9cOFvHcCIhw-5$/)
-      assert.notEqual(executionName('a+b/', 1), executionName('a/b+', 1))
-    })
-  })
-
-  describe('IssueChallenge task and answer', () => {
-    it('sends a challenge bound to the task token, and a correct answer reports SendTaskSuccess verified', async () => {
-      const { id, challenge } = await challenged()
-      assert.equal(challenge.expiresInMs, 5000)
-      const item = await dynamo.send(new GetItemCommand({ TableName: TABLE, Key: { connectionId: { S: id } } }))
-      assert.equal(item.Item?.taskToken?.S, `token-${id}`)
-      assert.equal(item.Item?.challengeToken?.S, challenge.token)
+    it('hello twice is bad-message; an unknown key set is stale-keyset (4401) with no execution', async () => {
+      const { gw } = await connected()
+      await ws().message(message(gw, { action: 'hello', v: 1 }))
+      await ws().message(message(gw, { action: 'hello', v: 1 }))
+      assert.equal(framesTo(gw).at(-1)?.type, 'error')
+      const other = await connected()
       sfnCalls.calls.length = 0
-      await ws().message(message(id, { action: 'answer', token: challenge.token, result: await solve(challenge, testKeySet.keys, 'app.wsds.test') }))
-      assert.deepEqual(sfnOps(), [{ op: 'SendTaskSuccess', body: { taskToken: `token-${id}`, output: '{"verdict":"verified"}' } }])
+      await ws().message(message(other.gw, { action: 'hello', v: 1, keySet: 'gone' }))
+      assert.deepEqual(framesTo(other.gw).at(-1), { type: 'rejected', reason: 'stale-keyset' })
+      assert.deepEqual(deletesOf(other.gw), [4401])
+      assert.deepEqual(sfnOps(), [])
     })
-    it('reports wrong-answer and bad-domain as SendTaskFailure, for the state machine to reject', async () => {
-      for (const [hostname, reason] of [['evil.wsds.test', 'bad-domain'], ['app.wsds.test', 'wrong-answer']] as const) {
-        const { id, challenge } = await challenged()
-        sfnCalls.calls.length = 0
-        const keys = reason === 'wrong-answer' ? olderKeySet.keys : testKeySet.keys
-        await ws().message(message(id, { action: 'answer', token: challenge.token, result: await solve(challenge, keys, hostname) }))
-        assert.equal(sfnOps()[0]?.op, 'SendTaskFailure')
-        assert.equal(sfnOps()[0]?.body.error, reason)
-      }
+    it('a failed StartExecution sends rejected timeout and closes 4408 (the SDK retries), instead of an "Internal server error" frame', async () => {
+      const { gw } = await connected()
+      sfnReply = (target) => (target.endsWith('StartExecution') ? { status: 400, body: { __type: 'ThrottlingException', message: 'slow down' } } : undefined)
+      await ws().message(message(gw, { action: 'hello', v: 1 }))
+      assert.deepEqual(framesTo(gw).map((f) => f.type), ['connection', 'challenge', 'rejected'])
+      assert.deepEqual(framesTo(gw).at(-1), { type: 'rejected', reason: 'timeout' })
+      assert.deepEqual(deletesOf(gw), [4408])
     })
-    it('spends the token: the same answer twice gets bad-token and the connection is deleted (4401)', async () => {
-      const { id, challenge } = await challenged()
+    it('a right answer marks the record verified in the same write that spends the token, sends verified, and ends the wait', async () => {
+      const { gw, id, challenge } = await challenged()
+      sfnCalls.calls.length = 0
+      await ws().message(message(gw, { action: 'answer', token: challenge.token, result: await solve(challenge, testKeySet.keys, 'app.wsds.test') }))
+      assert.deepEqual(framesTo(gw).at(-1), { type: 'verified', connectionId: id })
+      const rec = await item(id)
+      assert.equal(rec?.status?.S, 'verified')
+      assert.equal((JSON.parse(rec!.state!.S!) as { outstanding: unknown }).outstanding, null)
+      assert.equal(rec?.taskToken, undefined)
+      assert.deepEqual(sfnOps(), [{ op: 'SendTaskSuccess', body: { taskToken: `token-${id}`, output: '{"disarmed":true}' } }])
+    })
+    it('spends the token: the same answer twice gets bad-token and close 4401', async () => {
+      const { gw, challenge } = await challenged()
       const result = await solve(challenge, testKeySet.keys, 'app.wsds.test')
-      await ws().message(message(id, { action: 'answer', token: challenge.token, result }))
-      await ws().message(message(id, { action: 'answer', token: challenge.token, result }))
-      assert.deepEqual(framesTo(id).at(-1), { type: 'rejected', reason: 'bad-token' })
-      assert.deepEqual(deletesOf(id), [4401])
-      assert.equal(sfnOps().filter((c) => c.op === 'SendTaskSuccess').length, 1)
+      await ws().message(message(gw, { action: 'answer', token: challenge.token, result }))
+      await ws().message(message(gw, { action: 'answer', token: challenge.token, result }))
+      assert.deepEqual(framesTo(gw).at(-1), { type: 'rejected', reason: 'bad-token' })
+      assert.deepEqual(deletesOf(gw), [4401])
     })
-    it('rejects an answer with no challenge outstanding as bad-token', async () => {
-      const id = await connected()
-      await ws().message(message(id, { action: 'answer', token: 'made-up', result: 'x' }))
-      assert.deepEqual(framesTo(id), [{ type: 'rejected', reason: 'bad-token' }])
-      assert.deepEqual(deletesOf(id), [4401])
+    it('an answer after the deadline is timeout (4408) even when right: the timer that did not run yet is applied first', async () => {
+      const { gw, challenge } = await challenged()
+      const result = await solve(challenge, testKeySet.keys, 'app.wsds.test')
+      clock.t += 6000
+      await ws().message(message(gw, { action: 'answer', token: challenge.token, result }))
+      assert.deepEqual(framesTo(gw).at(-1), { type: 'rejected', reason: 'timeout' })
+      assert.deepEqual(deletesOf(gw), [4408])
     })
-    it('reports an answer after the deadline as timeout, even when it is right', async () => {
-      const { id, challenge } = await challenged()
-      sfnCalls.calls.length = 0
-      clock.t += 5001
-      await ws().message(message(id, { action: 'answer', token: challenge.token, result: await solve(challenge, testKeySet.keys, 'app.wsds.test') }))
-      assert.equal(sfnOps()[0]?.body.error, 'timeout')
+  })
+
+  describe('deadline task', () => {
+    it('arm throws Disarmed when the verdict came first, so the machine ends without waiting', async () => {
+      const { gw, id } = await connected()
+      await ws().message(message(gw, { action: 'hello', v: 1 }))
+      const input = JSON.parse(sfnOps().find((x) => x.op === 'StartExecution')!.body.input!) as TimerInput
+      await assert.rejects(tasks().timer({ op: 'arm', connectionId: id, at: input.at + 1, taskToken: 't' }), { name: 'Disarmed' })
     })
-    it('rejects with timeout (4408) itself when the wait already timed out (TaskTimedOut)', async () => {
-      const { id, challenge } = await challenged()
-      sfnReply = (target) => (target.endsWith('SendTaskSuccess') ? { status: 400, body: { __type: 'TaskTimedOut', message: 'timed out' } } : undefined)
-      posts.calls.length = 0
-      await ws().message(message(id, { action: 'answer', token: challenge.token, result: await solve(challenge, testKeySet.keys, 'app.wsds.test') }))
-      assert.deepEqual(framesTo(id), [{ type: 'rejected', reason: 'timeout' }])
-      assert.deepEqual(deletesOf(id), [4408])
-    })
-    it('fails the task at once (ConnectionGone) when the connection is gone before the challenge', async () => {
-      const { input } = await challenged()
-      await ws().disconnect(wsEvent('$disconnect', input.connectionId))
-      await assert.rejects(tasks().issueChallenge({ ...input, taskToken: 't' }), { name: 'ConnectionGone' })
+    it('fire delivers the deadline: rejected timeout, close 4408; a stale fire does nothing', async () => {
+      const { gw, input } = await challenged()
+      assert.deepEqual(await tasks().timer({ op: 'fire', connectionId: input.connectionId, at: input.at - 1 }), { outcome: 'stale' })
+      assert.deepEqual(await tasks().timer({ op: 'fire', ...input }), { outcome: 'timeout' })
+      assert.deepEqual(framesTo(gw).at(-1), { type: 'rejected', reason: 'timeout' })
+      assert.deepEqual(deletesOf(gw), [4408])
     })
   })
 
   describe('$disconnect', () => {
-    it('deletes the record and ends an outstanding wait with SendTaskFailure disconnected', async () => {
-      const { id } = await challenged()
+    it('deletes the record and its alias, and ends an armed wait', async () => {
+      const { gw, id } = await challenged()
       sfnCalls.calls.length = 0
-      const res = await ws().disconnect(wsEvent('$disconnect', id))
-      assert.equal(res.statusCode, 200)
-      assert.equal(await deps.store.get(id), null)
-      assert.deepEqual(sfnOps(), [{ op: 'SendTaskFailure', body: { taskToken: `token-${id}`, error: 'disconnected', cause: 'socket closed' } }])
+      await ws().disconnect(wsEvent('$disconnect', gw))
+      assert.equal(await item(id), undefined)
+      assert.equal(await item(ALIAS_PREFIX + gw), undefined)
+      assert.deepEqual(sfnOps().map((x) => x.op), ['SendTaskSuccess'])
     })
     it('is a no-op for an unknown connection, and tolerates a wait that already ended', async () => {
-      assert.equal((await ws().disconnect(wsEvent('$disconnect', newId()))).statusCode, 200)
-      const { id } = await challenged()
-      sfnReply = () => ({ status: 400, body: { __type: 'TaskTimedOut', message: 'timed out' } })
-      assert.equal((await ws().disconnect(wsEvent('$disconnect', id))).statusCode, 200)
-    })
-  })
-
-  describe('finish task', () => {
-    it('marks the record verified and sends verified', async () => {
-      const id = await connected()
-      assert.deepEqual(await tasks().finish({ connectionId: id, outcome: 'verified' }), { outcome: 'verified', delivered: true })
-      assert.equal((await deps.store.get(id))?.status, 'verified')
-      assert.deepEqual(framesTo(id), [{ type: 'verified', connectionId: id }])
-    })
-    it('never resurrects a record deleted meanwhile, and sends nothing', async () => {
-      const id = await connected()
-      await ws().disconnect(wsEvent('$disconnect', id))
-      assert.deepEqual(await tasks().finish({ connectionId: id, outcome: 'verified' }), { outcome: 'verified', delivered: false })
-      assert.equal(await deps.store.get(id), null)
-      assert.deepEqual(framesTo(id), [])
-    })
-    it('sends rejected with the PROTOCOL.md close code for each reason, nothing for a disconnect, and 1011 for internal errors', async () => {
-      for (const [outcome, frames, codes] of [
-        ['wrong-answer', [{ type: 'rejected', reason: 'wrong-answer' }], [4401]],
-        ['bad-domain', [{ type: 'rejected', reason: 'bad-domain' }], [4401]],
-        ['timeout', [{ type: 'rejected', reason: 'timeout' }], [4408]],
-        ['disconnected', [], []],
-        ['Lambda.Unknown', [], [1011]],
-      ] as const) {
-        const id = await connected()
-        await tasks().finish({ connectionId: id, outcome })
-        assert.deepEqual(framesTo(id), frames, outcome)
-        assert.deepEqual(deletesOf(id), codes, outcome)
-      }
+      await ws().disconnect(wsEvent('$disconnect', newId()))
+      const { gw } = await challenged()
+      sfnReply = () => ({ status: 400, body: { __type: 'TaskTimedOut', message: 'late' } })
+      await ws().disconnect(wsEvent('$disconnect', gw))
     })
   })
 
@@ -364,24 +309,41 @@ describe('AWS Lambda handlers (dynalite, real SDK clients)', () => {
       path: '/greeting',
       headers,
     })
+    const verified = async () => {
+      const c = await challenged()
+      await ws().message(message(c.gw, { action: 'answer', token: c.challenge.token, result: await solve(c.challenge, testKeySet.keys, 'app.wsds.test') }))
+      return c
+    }
     it('allows a verified id for the whole stage, with the forward-auth context', async () => {
-      const id = await connected()
-      await tasks().finish({ connectionId: id, outcome: 'verified' })
+      const { id } = await verified()
       const out = await createAuthorizer(deps)(authEvent({ connectionid: id }))
       assert.equal(out.policyDocument.Statement[0]?.Effect, 'Allow')
       assert.equal(out.policyDocument.Statement[0]?.Resource, 'arn:aws:execute-api:eu-west-1:123456789012:abc123/live/*')
       assert.deepEqual(out.context, { verdict: 'allow', connectionId: id, origin: ORIGIN })
     })
     it('throws Unauthorized (401) for a missing, malformed, unknown or pending id', async () => {
-      const pending = await connected()
+      const { id: pending } = await connected()
       for (const headers of [null, {}, { connectionId: '!!' }, { connectionId: newId() }, { connectionId: pending }] as (Record<string, string> | null)[]) {
         await assert.rejects(createAuthorizer(deps)(authEvent(headers)), { message: 'Unauthorized' })
       }
     })
+    it('refuses a verified id whose socket API Gateway dropped without $disconnect (GetConnection 410), and deletes its record', async () => {
+      const { gw, id } = await verified()
+      gone.add(encodeURIComponent(gw))
+      gone.add(gw)
+      await assert.rejects(createAuthorizer(deps)(authEvent({ connectionId: id })), { message: 'Unauthorized' })
+      assert.equal(await item(id), undefined)
+      assert.equal(await item(ALIAS_PREFIX + gw), undefined)
+      assert.ok(posts.calls.some((c) => c.method === 'GET' && c.path.endsWith(`/@connections/${gw}`)))
+    })
+    it('passes method, target with query and the WSDS-Signature header to the decision', () => {
+      assert.equal(targetOf({ type: 'REQUEST', methodArn: 'x', path: '/greeting', multiValueQueryStringParameters: { who: ['Ada Lovelace', 'B&C'] } }), '/greeting?who=Ada+Lovelace&who=B%26C')
+      assert.equal(targetOf({ type: 'REQUEST', methodArn: 'x', path: '/greeting', queryStringParameters: null }), '/greeting')
+    })
     it('fails (AUTHORIZER_FAILURE, 503) rather than admit when DynamoDB is unreachable', async () => {
       const dead = new DynamoDBClient({ endpoint: 'http://127.0.0.1:9', region: 'local', credentials, maxAttempts: 1 })
-      const authorize = createAuthorizer({ ...deps, store: createDynamoDbStore({ client: dead, tableName: TABLE }) })
-      await assert.rejects(authorize(authEvent({ connectionId: newId() })), { message: 'store-unavailable' })
+      const authorize = createAuthorizer({ ...deps, table: createConnectionsTable(dead, TABLE) })
+      await assert.rejects(authorize(authEvent({ connectionId: 'AAAAAAAAAAAAAAAAAAAAAA' })), { message: 'store-unavailable' })
       dead.destroy()
     })
     it('greets', async () => {
@@ -414,10 +376,16 @@ describe('AWS Lambda handlers (dynalite, real SDK clients)', () => {
     })
     it('validates the environment with the shared names', () => {
       assert.throws(() => readAwsConfig({ WSDS_TABLE: 'x' }), { code: 'ERR_CONFIG' })
-      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table', WSDS_CHALLENGE_TIMEOUT_MS: 'soon' }), { code: 'ERR_CONFIG' })
-      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table' }, { keys: true }), { code: 'ERR_CONFIG' })
-      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table' }, { stateMachine: true }), { code: 'ERR_CONFIG' })
-      assert.equal(readAwsConfig({ WSDS_TABLE: 'table', WSDS_CHALLENGE_TIMEOUT_MS: '7000' }).challengeTimeoutMs, 7000)
+      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table', WSDS_ALLOWED_ORIGINS: ORIGIN, WSDS_CHALLENGE_TIMEOUT_MS: 'soon' }), { code: 'ERR_CONFIG' })
+      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table', WSDS_ALLOWED_ORIGINS: ORIGIN }, { keys: true }), { code: 'ERR_CONFIG' })
+      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table', WSDS_ALLOWED_ORIGINS: ORIGIN }, { stateMachine: true }), { code: 'ERR_CONFIG' })
+      // No port to derive a default allowlist from: a Lambda without origins would refuse every page.
+      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table' }), { code: 'ERR_CONFIG', message: /WSDS_ALLOWED_ORIGINS/ })
+      const config = readAwsConfig({ WSDS_TABLE: 'table', WSDS_ALLOWED_ORIGINS: ORIGIN, WSDS_CHALLENGE_TIMEOUT_MS: '7000' })
+      assert.equal(config.challengeTimeoutMs, 7000)
+      assert.deepEqual(config.corsOrigins, [ORIGIN])
+      assert.deepEqual(readAwsConfig({ WSDS_TABLE: 'table', WSDS_ALLOWED_ORIGINS: ORIGIN, WSDS_CORS_ORIGINS: 'none' }).corsOrigins, [])
+      assert.throws(() => readAwsConfig({ WSDS_TABLE: 'table', WSDS_ALLOWED_ORIGINS: ORIGIN, WSDS_CORS_ORIGINS: 'https://a.test/path' }), { code: 'ERR_CONFIG', message: /WSDS_CORS_ORIGINS/ })
     })
   })
 })

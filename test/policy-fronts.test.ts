@@ -242,7 +242,11 @@ describe('AWS REST authorizer with WSDS_POLICY_FILE bundled', () => {
   before(async () => {
     gateway = await startTestServer()
     const config = { mode: 'enforce', policyFile: writePolicyFile() } as AwsConfig
-    authorize = createAuthorizer({ store: gateway.store, config, now: Date.now })
+    // The records live in the gateway's store; API Gateway's GetConnection (the authorizer's
+    // liveness check) is the control plane that cannot run here: every socket is alive.
+    const store = gateway.store
+    const table = { load: async (id: string) => ((r) => (r === null ? null : { record: r, gatewayId: 'gw' }))(await store.get(id)), removeById: async () => {} }
+    authorize = createAuthorizer({ store, table, connections: { alive: async () => true }, log: () => {}, config, now: Date.now } as never)
   })
   after(async () => {
     page.close()

@@ -26,6 +26,13 @@ export interface RestApiOptions {
    * `{proxy+}` resource with an HTTP_PROXY integration would do on API Gateway.
    */
   upstream?: (req: IncomingMessage, res: ServerResponse, headers: Record<string, string>) => void
+  /**
+   * OPTIONS with Access-Control-Request-Method, on any path, without the authorizer: the
+   * stack's OPTIONS method on the greeting function (src/aws/rest.ts createGreeting).
+   */
+  preflight?: (event: ProxyEvent) => Promise<ProxyResult>
+  /** CORS headers for proxied responses (the upstream's own answer); the greeting adds its own. */
+  corsHeaders?: (origin: string | undefined) => Record<string, string>
 }
 
 export interface RestApiStats {
@@ -50,7 +57,7 @@ export function createRestApi(options: RestApiOptions): RestApi {
   const stats: RestApiStats = { requests: 0, authorizerInvocations: 0, cacheHits: 0, decisions: {} }
   const count = (d: string) => void (stats.decisions[d] = (stats.decisions[d] ?? 0) + 1)
 
-  const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
+  const sendRaw = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers })
     res.end(body)
   }
@@ -61,6 +68,17 @@ export function createRestApi(options: RestApiOptions): RestApi {
       stats.requests++
       const method = req.method ?? 'GET'
       const url = new URL(req.url ?? '/', 'http://x')
+      const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined
+      if (method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined && options.preflight) {
+        const headers: Record<string, string> = {}
+        for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v
+        const out = await options.preflight({ httpMethod: method, path, headers, queryStringParameters: null })
+        res.writeHead(out.statusCode, { 'content-length': Buffer.byteLength(out.body), ...(out.headers ?? {}) })
+        return void res.end(out.body)
+      }
+      // The stack's gateway responses echo the Origin, so a cross-origin page can read a refusal.
+      const refusalCors: Record<string, string> = origin === undefined ? {} : { 'access-control-allow-origin': origin, vary: 'Origin' }
+      const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => sendRaw(res, status, body, status === 401 || status === 503 ? { ...refusalCors, ...headers } : headers)
       const lambda = options.lambdas[path]
       const proxied = lambda === undefined && path !== '/wsds/auth' && options.upstream !== undefined
       if (path !== '/wsds/auth' && !lambda && !proxied) return send(res, 403, '{"message":"Missing Authentication Token"}')
@@ -108,6 +126,7 @@ export function createRestApi(options: RestApiOptions): RestApi {
         return void res.end()
       }
       if (proxied) {
+        for (const [k, v] of Object.entries(options.corsHeaders?.(origin) ?? {})) res.setHeader(k, v)
         return options.upstream!(req, res, {
           'x-wsds-connection-id': ctx.connectionId ?? '',
           'x-wsds-origin': ctx.origin ?? '',
@@ -115,7 +134,7 @@ export function createRestApi(options: RestApiOptions): RestApi {
         })
       }
       const out = await lambda!({ httpMethod: method, path, headers, queryStringParameters: url.searchParams.size ? Object.fromEntries(url.searchParams) : null, requestContext: { authorizer: { ...ctx, principalId: result.principalId } } })
-      send(res, out.statusCode, out.body, out.headers ?? {})
+      sendRaw(res, out.statusCode, out.body, out.headers ?? {})
     },
   }
 }

@@ -18,10 +18,11 @@ import { createConnections } from '../../src/aws/connections.ts'
 import { CONNECTION_TTL_MS, type AwsConfig } from '../../src/aws/config.ts'
 import type { AwsDeps } from '../../src/aws/deps.ts'
 import type { WebSocketEvent } from '../../src/aws/events.ts'
-import { createAuthorizer, greeting } from '../../src/aws/rest.ts'
+import { createAuthorizer, createGreeting } from '../../src/aws/rest.ts'
+import { createCorsPolicy } from '../../src/core/cors.ts'
 import { createReverseProxy } from '../../src/proxy/reverse-proxy.ts'
 import { createConnectionsTable } from '../../src/aws/table.ts'
-import { createTaskHandlers, type FinishInput, type IssueChallengeInput } from '../../src/aws/tasks.ts'
+import { createTaskHandlers, type TimerTaskInput } from '../../src/aws/tasks.ts'
 import { createWebSocketHandlers } from '../../src/aws/websocket.ts'
 import { createKeyRing } from '../../src/core/keyring.ts'
 import { generateKeySet, type KeySet } from '../../src/core/keyset.ts'
@@ -111,12 +112,17 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
     const awsConfig: AwsConfig = {
       tableName,
       allowedOrigins: config.allowedOrigins,
+      corsOrigins: config.corsOrigins,
       keySources: [],
       challengeTimeoutMs: config.challengeTimeoutMs,
       maxPayloadBytes: config.maxPayloadBytes,
       stateMachineArn: machine.arn,
       connectionTtlMs: CONNECTION_TTL_MS,
       mode: config.mode,
+      challengeForms: config.challengeForms,
+      engineChecks: config.engineChecks,
+      binding: config.binding,
+      policyFile: config.policyFile ?? null,
     }
     return {
       config: awsConfig,
@@ -134,8 +140,7 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   let handlers!: ReturnType<typeof createWebSocketHandlers>
   let tasks!: ReturnType<typeof createTaskHandlers>
   const bundles: Record<string, LocalFunction> = {
-    'issue-challenge': lambdaFn('issue-challenge', (input: unknown) => tasks.issueChallenge(input as IssueChallengeInput)),
-    finish: lambdaFn('finish', (input: unknown) => tasks.finish(input as FinishInput)),
+    timer: lambdaFn('timer', (input: unknown) => tasks.timer(input as TimerTaskInput)),
   }
   const functions = new Map<string, LocalFunction>()
   for (const [arn, bundle] of machine.functions) if (bundles[bundle]) functions.set(arn, bundles[bundle]!)
@@ -145,13 +150,10 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   ws = await startWebSocketApi({
     stage: 'live',
     domainName: `127.0.0.1:${config.port}`,
-    // The stack's routes: one function per route; ping and $default share `message`.
+    // The stack's routes: every frame goes to `message` ($default).
     routes: {
       $connect: route('connect', () => handlers.connect),
       $disconnect: route('disconnect', () => handlers.disconnect),
-      hello: route('hello', () => handlers.message),
-      answer: route('answer', () => handlers.message),
-      ping: route('message', () => handlers.message),
       $default: route('message', () => handlers.message),
     },
     onMessage: () => void counters.messagesIn++,
@@ -170,18 +172,25 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   tasks = createTaskHandlers(d)
 
   const authorizerTtlSeconds = Math.ceil(config.authCacheTtlMs / 1000)
+  const greeting = lambdaFn('greeting', createGreeting(config.corsOrigins))
+  const cors = createCorsPolicy(config.corsOrigins)
   const rest = createRestApi({
+    preflight: greeting,
+    corsHeaders: (origin) => {
+      const a = cors.decide({ method: 'GET', origin, requestMethod: undefined, requestHeaders: undefined })
+      return a.kind === 'headers' ? a.headers : {}
+    },
     authorizer: lambdaFn('authorizer', createAuthorizer(d)),
     cacheTtlSeconds: authorizerTtlSeconds,
     // WSDS_UPSTREAM replaces the demo greeting Lambda with the named service, as on npm start.
-    lambdas: config.upstream === null ? { '/greeting': lambdaFn('greeting', greeting) } : {},
+    lambdas: config.upstream === null ? { '/greeting': greeting } : {},
     ...(config.upstream === null ? {} : { upstream: createReverseProxy({ upstream: config.upstream, stripPrefix: '/api' }) }),
     stage: 'live',
   })
 
   const registry = createRegistry(counters, rest, ws, sfn)
   // The Lambda handlers do not negotiate challenge forms yet: they send `code`, which needs 'unsafe-eval'.
-  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: '/wsds', csp: m.DEMO_CSP_CODE_FORM })) : null
+  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: '/wsds' })) : null
 
   const json = (res: ServerResponse, status: number, body: string) => {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
@@ -250,7 +259,7 @@ function createRegistry(counters: AwsLocalCounters, rest: RestApi, ws: WebSocket
   registry.setDefaultLabels({ deployment: 'aws-local' })
   const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>) => void) =>
     new Counter({ name, help, labelNames, registers: [registry], collect() { this.reset(); fill(this) } })
-  counter('wsds_handshakes_total', 'hello messages that started a handshake (Lambda invocations of hello)', [], (c) => c.inc(counters.lambda.hello?.invocations ?? 0))
+  counter('wsds_handshakes_total', 'hello messages that started a handshake (connection frames sent)', [], (c) => c.inc(counters.frames.connection ?? 0))
   counter('wsds_challenges_issued_total', 'challenge frames sent', [], (c) => c.inc(counters.frames.challenge ?? 0))
   counter('wsds_outcomes_total', 'Handshake outcomes: verified, or the rejection reason', ['outcome'], (c) => {
     for (const [k, n] of Object.entries(counters.frames)) {

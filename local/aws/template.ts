@@ -69,7 +69,7 @@ export interface StateMachineFromTemplate {
   logicalId: string
   arn: string
   definition: Record<string, unknown>
-  /** Local function ARN -> bundle name (`issue-challenge` for handler `issue-challenge.handler`). */
+  /** Local function ARN -> bundle name (`timer` for handler `timer.handler`). */
   functions: Map<string, string>
 }
 

@@ -10,7 +10,8 @@
  * with 410 GoneException for ids that are not open. A DELETE closes with the code in the
  * `x-wsds-close-code` header (src/aws/connections.ts), where API Gateway uses its own.
  * Not emulated: the 32 KB frame limit (ws reassembles fragments before we see them), the
- * 10-minute idle and 2-hour connection limits, throttling, and SigV4 checks.
+ * 10-minute idle and 2-hour connection limits, throttling, and SigV4 checks. `dropDisconnects`
+ * loses `$disconnect` calls on purpose, as AWS may.
  */
 import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
@@ -51,11 +52,20 @@ export interface WebSocketApi {
   /** Base URL of the @connections API (the stage's callback URL), e.g. http://127.0.0.1:p/live */
   callbackUrl: string
   readonly openConnections: number
+  /**
+   * While true, closes do not invoke `$disconnect` (AWS calls it best effort): for testing
+   * what a lost one leaves behind. `@connections` still answers 410 for those ids.
+   */
+  dropDisconnects: boolean
   close(): Promise<void>
 }
 
-/** Ids shaped like API Gateway's (base64 with padding), but 128 random bits as PROTOCOL.md asks. */
-const newConnectionId = () => randomBytes(16).toString('base64')
+/**
+ * Ids shaped like API Gateway's own (`R0oXAdfD0kwCH6w=`: 11 bytes, base64 with padding), so
+ * a handler that hands this routing handle out as the credential fails the suites (too
+ * short, and `+`, `/`, `=` are not URL-safe). PROTOCOL.md, Sequence 2.
+ */
+export const newGatewayConnectionId = () => randomBytes(11).toString('base64')
 
 const firstValues = (req: IncomingMessage) => {
   const headers: Record<string, string> = {}
@@ -122,8 +132,11 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
     }
   }
 
+  // Set by close(): upgrades still deciding then are dropped, so no socket outlives the API.
+  let closing = false
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const id = newConnectionId()
+    if (closing) return void socket.destroy()
+    const id = newGatewayConnectionId()
     const { headers, multi } = firstValues(req)
     const url = new URL(req.url ?? '/', 'http://x')
     const query = url.searchParams.size ? Object.fromEntries(url.searchParams) : null
@@ -139,7 +152,10 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
       (result) => {
         const status = result?.statusCode ?? 200
         if (status < 200 || status > 299) return refuse(403, 'Forbidden')
-        if (socket.destroyed) return void track(Promise.resolve(routes.$disconnect?.({ requestContext: context(id, '$disconnect', 'DISCONNECT', meta) }))).catch(() => {})
+        if (socket.destroyed || closing) {
+          socket.destroy()
+          return void track(Promise.resolve(routes.$disconnect?.({ requestContext: context(id, '$disconnect', 'DISCONNECT', meta) }))).catch(() => {})
+        }
         wss.handleUpgrade(req, socket, head, (ws) => {
           let resolveGone!: () => void
           const c: Conn = { ws, ...meta, lastActiveAt: meta.connectedAt, disconnected: new Promise((r) => (resolveGone = r)) }
@@ -149,6 +165,7 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
           ws.on('close', (code, reason) => {
             conns.delete(id)
             options.onDisconnect?.(id, Date.now() - c.connectedAt)
+            if (api.dropDisconnects) return resolveGone()
             const event: WebSocketEvent = { requestContext: { ...context(id, '$disconnect', 'DISCONNECT', c), disconnectStatusCode: code, disconnectReason: reason.toString() } }
             track(Promise.resolve(routes.$disconnect?.(event)))
               .catch((err) => console.error('$disconnect failed:', err))
@@ -202,21 +219,27 @@ export async function startWebSocketApi(options: WebSocketApiOptions): Promise<W
   await new Promise<void>((r) => management.listen(0, '127.0.0.1', r))
   const { port } = management.address() as AddressInfo
 
-  return {
+  const api: WebSocketApi = {
+    dropDisconnects: false,
     handleUpgrade,
     callbackUrl: `http://127.0.0.1:${port}/${stage}`,
     get openConnections() {
       return conns.size
     },
     async close() {
-      const gone = [...conns.values()].map((c) => {
-        c.ws.terminate()
-        return c.disconnected
-      })
-      await Promise.all(gone)
-      while (inflight.size > 0) await Promise.allSettled([...inflight])
+      closing = true
+      // Until nothing is left: a $connect still running when close() began may add a socket.
+      while (conns.size > 0 || inflight.size > 0) {
+        const gone = [...conns.values()].map((c) => {
+          c.ws.terminate()
+          return c.disconnected
+        })
+        await Promise.all(gone)
+        await Promise.allSettled([...inflight])
+      }
       management.closeAllConnections()
       await new Promise<void>((r) => management.close(() => r()))
     },
   }
+  return api
 }

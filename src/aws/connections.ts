@@ -6,6 +6,7 @@
 import {
   ApiGatewayManagementApiClient,
   DeleteConnectionCommand,
+  GetConnectionCommand,
   GoneException,
   PostToConnectionCommand,
 } from '@aws-sdk/client-apigatewaymanagementapi'
@@ -24,6 +25,8 @@ export interface Connections {
   post(connectionId: string, message: ServerMessage): Promise<boolean>
   /** Closes the socket; `code` reaches the client where the platform allows. */
   close(connectionId: string, code: number): Promise<void>
+  /** GetConnection: false when API Gateway no longer has the socket (410), even if $disconnect was lost. */
+  alive(connectionId: string): Promise<boolean>
 }
 
 export function createConnections(client: ApiGatewayManagementApiClient): Connections {
@@ -31,6 +34,15 @@ export function createConnections(client: ApiGatewayManagementApiClient): Connec
     async post(connectionId, message) {
       try {
         await client.send(new PostToConnectionCommand({ ConnectionId: connectionId, Data: encodeServerMessage(message) }))
+        return true
+      } catch (err) {
+        if (isGone(err)) return false
+        throw err
+      }
+    },
+    async alive(connectionId) {
+      try {
+        await client.send(new GetConnectionCommand({ ConnectionId: connectionId }))
         return true
       } catch (err) {
         if (isGone(err)) return false

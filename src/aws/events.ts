@@ -43,6 +43,7 @@ export interface AuthorizerEvent {
   httpMethod?: string
   headers?: Record<string, string | undefined> | null
   queryStringParameters?: Record<string, string | undefined> | null
+  multiValueQueryStringParameters?: Record<string, string[] | undefined> | null
   requestContext?: { identity?: { sourceIp?: string } }
 }
 

@@ -7,12 +7,21 @@
  * cached key). A refusal throws `Unauthorized`, which API Gateway answers 401 through the
  * UNAUTHORIZED gateway response (body `{"error":"unauthorized"}`, set in the stack); any
  * other throw is AUTHORIZER_FAILURE, mapped to 503 like the self-hosted store-unavailable.
+ *
+ * Lost `$disconnect`s (API Gateway calls it best effort): on every cache miss the
+ * authorizer asks API Gateway whether a verified id's socket is still open (GetConnection);
+ * a socket that is gone gets its record deleted and the request refused. So a dead socket's
+ * id is admitted at most one authorizer TTL after API Gateway dropped it (docs/aws.md,
+ * "Lost disconnects").
  */
 import { createAuthenticator } from '../core/authenticator.ts'
+import { createCorsPolicy } from '../core/cors.ts'
+import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, RULE_HEADER, VERDICT_HEADER } from '../core/front.ts'
 import { serviceTokenFrom, type PolicySource } from '../core/policy.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
 import { nodeSha256, readPolicyFile } from '../server/policy-file.ts'
+import type { Store } from '../core/store.ts'
 import type { AwsDeps } from './deps.ts'
 import { header, type AuthorizerEvent, type AuthorizerResult, type ProxyEvent, type ProxyResult } from './events.ts'
 
@@ -27,24 +36,59 @@ export function stageWildcard(methodArn: string): string {
 }
 
 /**
+ * The request-target for the decision (binding signs it). API Gateway's REQUEST authorizer
+ * gets the path and the decoded query parameters, not the raw query, so the query is
+ * re-encoded in order as URLSearchParams writes it, which is what the SDK sends for
+ * parameters it builds itself (docs/aws.md, "Request binding on AWS").
+ */
+export function targetOf(event: AuthorizerEvent): string {
+  const path = event.path ?? '/'
+  const multi = event.multiValueQueryStringParameters
+  const single = event.queryStringParameters
+  const pairs: [string, string][] = []
+  if (multi) for (const [k, vs] of Object.entries(multi)) for (const v of vs ?? []) pairs.push([k, v])
+  else if (single) for (const [k, v] of Object.entries(single)) if (v !== undefined) pairs.push([k, v])
+  return pairs.length === 0 ? path : `${path}?${new URLSearchParams(pairs).toString()}`
+}
+
+/** The store as the authorizer reads it: a verified record whose socket API Gateway dropped is gone. */
+export function liveStore(deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'log'>): Store {
+  return {
+    ...deps.store,
+    async get(id) {
+      const item = await deps.table.load(id)
+      if (item === null) return null
+      if (item.record.status === 'verified' && !(await deps.connections.alive(item.gatewayId))) {
+        deps.log({ event: 'lost-disconnect', connectionId: id })
+        await deps.table.removeById(id)
+        return null
+      }
+      // Expiry is the decision's to check (core/access.ts), as with every store.
+      return item.record
+    },
+  }
+}
+
+/**
  * `policy`: rules to apply (default: WSDS_POLICY_FILE, read once at cold start: a bad file
  * fails the init, so API Gateway answers 503 rather than skipping the rules).
  */
 export function createAuthorizer(
-  deps: Pick<AwsDeps, 'store' | 'config' | 'now'> & { policy?: PolicySource },
+  deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'config' | 'now' | 'log'> & { policy?: PolicySource },
 ): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
-  const authenticator = createAuthenticator({ store: deps.store, cacheTtlMs: 0, now: deps.now })
+  const authenticator = createAuthenticator({ store: liveStore(deps), cacheTtlMs: 0, now: deps.now })
   const policy = deps.policy ?? (deps.config.policyFile ? { current: readPolicyFile(deps.config.policyFile) } : undefined)
   const front = createFront({ authenticator, mode: deps.config.mode, requestMac: nodeRequestMac, ...(policy !== undefined ? { policy, sha256: nodeSha256 } : {}) })
   return async (event) => {
     const connectionId = header(event.headers, 'connectionId')
     // A bound connection's request is admitted only with its WSDS-Signature over method and
     // target (PROTOCOL.md, "Request binding"), so the signature must be an identity source too.
+    const signature = header(event.headers, SIGNATURE_HEADER)
     const decision = await front.decide({
       connectionId,
       method: event.httpMethod,
-      target: event.path,
-      signature: header(event.headers, 'WSDS-Signature'),
+      target: targetOf(event),
+      ...(signature === undefined ? {} : { signature }),
       remoteAddress: event.requestContext?.identity?.sourceIp,
       serviceToken: serviceTokenFrom(header(event.headers, 'X-WSDS-Service-Token'), header(event.headers, 'Authorization')),
     })
@@ -58,9 +102,9 @@ export function createAuthorizer(
       }
     }
     if (!decision.pass) throw new Error(UNAUTHORIZED)
-    // Rules depend on the method and path, so with rules in force one cached Allow must not
+    // Rules and signatures depend on the method and path, so then one cached Allow must not
     // cover the whole stage.
-    const resource = policy?.current.active ? event.methodArn : stageWildcard(event.methodArn)
+    const resource = policy?.current.active || signature !== undefined ? event.methodArn : stageWildcard(event.methodArn)
     return {
       principalId: decision.record?.connectionId ?? (decision.verdict === 'allow:policy' ? 'policy' : 'monitor'),
       policyDocument: { Version: '2012-10-17', Statement: [{ Action: 'execute-api:Invoke', Effect: 'Allow', Resource: resource }] },
@@ -78,10 +122,28 @@ export function createAuthorizer(
 
 const MAX_WHO = 100
 
-/** `GET /greeting?who=X` -> `{"greeting":"Hello, X!"}`, as src/demo/greeting.ts serves it self-hosted. */
-export async function greeting(event: ProxyEvent): Promise<ProxyResult> {
-  const json = (statusCode: number, body: unknown): ProxyResult => ({ statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-  if (event.httpMethod !== 'GET' && event.httpMethod !== 'HEAD') return json(405, { error: 'method-not-allowed' })
-  const who = (event.queryStringParameters?.who ?? '').slice(0, MAX_WHO) || 'World'
-  return json(200, { greeting: `Hello, ${who}!` })
+/**
+ * The protected demo service, and the REST API's CORS preflights (the stack routes OPTIONS
+ * here without the authorizer). `GET /greeting?who=X` -> `{"greeting":"Hello, X!"}`, as
+ * src/demo/greeting.ts serves it self-hosted.
+ */
+export function createGreeting(corsOrigins: readonly string[]): (event: ProxyEvent) => Promise<ProxyResult> {
+  const cors = createCorsPolicy(corsOrigins)
+  return async (event) => {
+    const answer = cors.decide({
+      method: event.httpMethod,
+      origin: header(event.headers, 'origin'),
+      requestMethod: header(event.headers, 'access-control-request-method'),
+      requestHeaders: header(event.headers, 'access-control-request-headers'),
+    })
+    if (answer.kind === 'preflight') return { statusCode: answer.status, headers: { ...answer.headers, 'cache-control': 'no-store' }, body: '' }
+    const extra = answer.kind === 'headers' ? answer.headers : {}
+    const json = (statusCode: number, body: unknown): ProxyResult => ({ statusCode, headers: { 'content-type': 'application/json', ...extra }, body: JSON.stringify(body) })
+    if (event.httpMethod !== 'GET' && event.httpMethod !== 'HEAD') return json(405, { error: 'method-not-allowed' })
+    const who = (event.queryStringParameters?.who ?? '').slice(0, MAX_WHO) || 'World'
+    return json(200, { greeting: `Hello, ${who}!` })
+  }
 }
+
+/** The greeting with no cross-origin pages allowed. */
+export const greeting = createGreeting([])

@@ -1,133 +1,211 @@
 /**
- * The connections table on AWS. Each item is a connection record as the DynamoDB store writes
- * it (`recordToItem`: connectionId, status, origin, createdAt, expiresAt, ttl, verifiedAt),
- * so the authorizer reads it through the same store and the same decision as self-hosted.
- * The handshake's own state rides on the same item as extra attributes, which the store
- * ignores when it reads a record:
+ * The connections table on AWS: two kinds of item.
  *
- * | attribute | set by | meaning |
- * | --- | --- | --- |
- * | `helloSeen` (BOOL) | hello | a second hello is a bad message |
- * | `keySetId` (S) | hello | the key set the page named (resolved) |
- * | `challengeToken` (S) | issue-challenge | the outstanding challenge's token |
- * | `challengeExpected` (S) | issue-challenge | what the answer must equal; never leaves AWS |
- * | `taskToken` (S) | issue-challenge | the Step Functions task waiting for the answer |
- * | `deadlineAt` (N) | issue-challenge | epoch ms after which an answer is `timeout` |
+ * - The record, keyed by our own id (src/core/lifecycle.ts newId: 128 CSPRNG bits), as the
+ *   DynamoDB store writes it (`recordToItem`), so the authorizer reads it through the same
+ *   store and the same decision as self-hosted. Extra attributes, which the store ignores:
+ *   `gatewayId` (API Gateway's connection id, the routing handle for `@connections`),
+ *   `state` (the lifecycle's ConnectionState as JSON: the persisted state `transition()`
+ *   runs on), `rev` (N, bumped by every write, for optimistic concurrency), `timerAt` (N, the
+ *   deadline the armed Step Functions wait is for) and `taskToken` (that wait's token).
+ * - The alias, keyed `gw#<API Gateway id>`, holding `target` = our id: every WebSocket event
+ *   names API Gateway's id only. It has no `status`, so the store never reads it as a
+ *   record (our ids are base64url and never contain `#`).
  *
- * One item per connection keeps every step a single conditional write: no transactions
- * (which dynalite lacks), and a deleted connection can never be resurrected by a late
- * write, since every update is conditioned on the item existing.
+ * Every write to a record is one conditional write on `rev`: a verdict spends the
+ * outstanding token and marks the record verified together, and of two racing messages
+ * exactly one commits. No transactions (dynalite has none), and a deleted connection is
+ * never resurrected by a late write.
  */
 import {
   ConditionalCheckFailedException,
   DeleteItemCommand,
+  GetItemCommand,
+  PutItemCommand,
   UpdateItemCommand,
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb'
+import type { ConnectionState } from '../core/lifecycle.ts'
+import type { ConnectionRecord } from '../core/store.ts'
+import { itemToRecord, recordToItem } from '../stores/dynamodb.ts'
 
-export interface ConnectionItem {
-  connectionId: string
-  origin: string
-  status: string
-  keySetId?: string
-  challengeToken?: string
-  challengeExpected?: string
-  taskToken?: string
-  deadlineAt?: number
+export const ALIAS_PREFIX = 'gw#'
+
+export interface SessionItem {
+  record: ConnectionRecord
+  gatewayId: string
+  state: ConnectionState
+  rev: number
+  timerAt: number | null
+  taskToken: string | null
 }
 
-export interface SpentChallenge {
-  expected: string
-  taskToken: string
-  deadlineAt: number
+export interface SaveChange {
+  state: ConnectionState
+  /** The lifecycle asked for `persist-verified`: set status and verifiedAt in the same write. */
+  verifiedAt?: number
+  /** The bound connection's request key (PROTOCOL.md, "Request binding"), with `verifiedAt`. */
+  bindKey?: string
+  /** The deadline now armed; null = none; undefined = unchanged. */
+  timerAt?: number | null
 }
 
-function toConnectionItem(item: Record<string, AttributeValue> | undefined): ConnectionItem | null {
-  if (item === undefined || item.connectionId?.S === undefined) return null
-  const out: ConnectionItem = { connectionId: item.connectionId.S, origin: item.origin?.S ?? '', status: item.status?.S ?? '' }
-  if (item.keySetId?.S !== undefined) out.keySetId = item.keySetId.S
-  if (item.challengeToken?.S !== undefined) out.challengeToken = item.challengeToken.S
-  if (item.challengeExpected?.S !== undefined) out.challengeExpected = item.challengeExpected.S
-  if (item.taskToken?.S !== undefined) out.taskToken = item.taskToken.S
-  if (item.deadlineAt?.N !== undefined) out.deadlineAt = Number(item.deadlineAt.N)
-  return out
+export interface ConnectionsTable {
+  /** Writes the record and its alias at $connect. */
+  create(record: ConnectionRecord, gatewayId: string, state: ConnectionState, ttlMs: number): Promise<void>
+  /** Our id for API Gateway's; null when the connection is gone. */
+  resolve(gatewayId: string): Promise<string | null>
+  load(id: string): Promise<SessionItem | null>
+  /**
+   * One conditional write on `rev`; null when another write came first or the item is gone.
+   * Otherwise the wait token the item held at the moment of the write, whoever stored it.
+   */
+  save(id: string, rev: number, change: SaveChange): Promise<{ taskToken: string | null } | null>
+  /** Stores the wait's token if the deadline armed is still `at`; false = disarmed meanwhile. */
+  storeTaskToken(id: string, at: number, taskToken: string): Promise<boolean>
+  /** Deletes the alias and the record; returns what the record held. */
+  removeByGateway(gatewayId: string): Promise<SessionItem | null>
+  removeById(id: string): Promise<SessionItem | null>
 }
 
 const conditionFailed = (err: unknown) =>
   err instanceof ConditionalCheckFailedException || (err as Error | null)?.name === 'ConditionalCheckFailedException'
 
-export interface ConnectionsTable {
-  /** Records the first hello; null when there was one already (or the item is gone). */
-  markHello(connectionId: string, keySetId: string): Promise<ConnectionItem | null>
-  /** Stores the outstanding challenge; false when the connection is gone. */
-  storeChallenge(connectionId: string, c: { token: string; expected: string; taskToken: string; deadlineAt: number }): Promise<boolean>
-  /**
-   * Spends the outstanding challenge if `token` is it: one conditional write, so of two
-   * answers racing with the same token exactly one gets the challenge. Null = bad token.
-   */
-  spendChallenge(connectionId: string, token: string): Promise<SpentChallenge | null>
-  /** Marks the record verified; false when the connection is gone. */
-  markVerified(connectionId: string, now: number): Promise<boolean>
-  /** Deletes the item; returns what it held (the task token, if a challenge was outstanding). */
-  remove(connectionId: string): Promise<ConnectionItem | null>
+function toSession(item: Record<string, AttributeValue> | undefined): SessionItem | null {
+  if (item === undefined) return null
+  const record = itemToRecord(item)
+  const stateText = item.state?.S
+  if (record === null || stateText === undefined || item.gatewayId?.S === undefined) return null
+  return {
+    record,
+    gatewayId: item.gatewayId.S,
+    state: JSON.parse(stateText) as ConnectionState,
+    rev: Number(item.rev?.N ?? 0),
+    timerAt: item.timerAt?.N === undefined ? null : Number(item.timerAt.N),
+    taskToken: item.taskToken?.S ?? null,
+  }
 }
+
+/** The alias cache's size: the mapping never changes, so a container keeps the newest ids. */
+const ALIAS_CACHE_MAX = 10_000
 
 export function createConnectionsTable(client: DynamoDBClient, tableName: string): ConnectionsTable {
   const key = (id: string) => ({ connectionId: { S: id } })
-  const update = async (input: Omit<ConstructorParameters<typeof UpdateItemCommand>[0], 'TableName'>) => {
-    try {
-      return await client.send(new UpdateItemCommand({ TableName: tableName, ...input }))
-    } catch (err) {
-      if (conditionFailed(err)) return null
-      throw err
-    }
+  const aliasKey = (gatewayId: string) => key(ALIAS_PREFIX + gatewayId)
+  const aliases = new Map<string, string>()
+  const remember = (gatewayId: string, id: string) => {
+    if (aliases.size >= ALIAS_CACHE_MAX) aliases.delete(aliases.keys().next().value!)
+    aliases.set(gatewayId, id)
   }
+  const removeRecord = async (id: string) => {
+    const out = await client.send(new DeleteItemCommand({ TableName: tableName, Key: key(id), ReturnValues: 'ALL_OLD' }))
+    return toSession(out.Attributes)
+  }
+
   return {
-    async markHello(id, keySetId) {
-      const out = await update({
-        Key: key(id),
-        UpdateExpression: 'SET helloSeen = :t, keySetId = :k',
-        ConditionExpression: 'attribute_exists(connectionId) AND attribute_not_exists(helloSeen)',
-        ExpressionAttributeValues: { ':t': { BOOL: true }, ':k': { S: keySetId } },
-        ReturnValues: 'ALL_NEW',
-      })
-      return out === null ? null : toConnectionItem(out.Attributes)
+    async create(record, gatewayId, state, ttlMs) {
+      const ttl = { N: String(Math.ceil((record.createdAt + ttlMs) / 1000)) }
+      const item = { ...recordToItem(record), gatewayId: { S: gatewayId }, state: { S: JSON.stringify(state) }, rev: { N: '0' } }
+      // Both at once: if one fails, $connect fails and API Gateway refuses the upgrade; a
+      // record left behind is pending (admits nothing) and expires with its TTL.
+      await Promise.all([
+        client.send(new PutItemCommand({ TableName: tableName, Item: { ...aliasKey(gatewayId), target: { S: record.connectionId }, ttl } })),
+        client.send(new PutItemCommand({ TableName: tableName, Item: item })),
+      ])
+      remember(gatewayId, record.connectionId)
     },
-    async storeChallenge(id, c) {
-      const out = await update({
-        Key: key(id),
-        UpdateExpression: 'SET challengeToken = :c, challengeExpected = :e, taskToken = :k, deadlineAt = :d',
-        ConditionExpression: 'attribute_exists(connectionId)',
-        ExpressionAttributeValues: { ':c': { S: c.token }, ':e': { S: c.expected }, ':k': { S: c.taskToken }, ':d': { N: String(c.deadlineAt) } },
-      })
-      return out !== null
+
+    async resolve(gatewayId) {
+      const cached = aliases.get(gatewayId)
+      if (cached !== undefined) return cached
+      const out = await client.send(new GetItemCommand({ TableName: tableName, Key: aliasKey(gatewayId), ConsistentRead: true }))
+      const id = out.Item?.target?.S ?? null
+      if (id !== null) remember(gatewayId, id)
+      return id
     },
-    async spendChallenge(id, token) {
-      const out = await update({
-        Key: key(id),
-        UpdateExpression: 'REMOVE challengeToken, challengeExpected, taskToken, deadlineAt',
-        ConditionExpression: 'challengeToken = :c',
-        ExpressionAttributeValues: { ':c': { S: token } },
-        ReturnValues: 'ALL_OLD',
-      })
-      const item = out === null ? null : toConnectionItem(out.Attributes)
-      if (item?.challengeExpected === undefined || item.taskToken === undefined || item.deadlineAt === undefined) return null
-      return { expected: item.challengeExpected, taskToken: item.taskToken, deadlineAt: item.deadlineAt }
+
+    async load(id) {
+      const out = await client.send(new GetItemCommand({ TableName: tableName, Key: key(id), ConsistentRead: true }))
+      return toSession(out.Item)
     },
-    async markVerified(id, now) {
-      const out = await update({
-        Key: key(id),
-        UpdateExpression: 'SET #s = :v, verifiedAt = :n',
-        ConditionExpression: 'attribute_exists(connectionId)',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':v': { S: 'verified' }, ':n': { N: String(now) } },
-      })
-      return out !== null
+
+    async save(id, rev, change) {
+      const sets = ['#state = :state', 'rev = :next']
+      const values: Record<string, AttributeValue> = { ':state': { S: JSON.stringify(change.state) }, ':next': { N: String(rev + 1) }, ':rev': { N: String(rev) } }
+      const names: Record<string, string> = { '#state': 'state' }
+      const removes: string[] = []
+      if (change.verifiedAt !== undefined) {
+        sets.push('#status = :verified', 'verifiedAt = :at')
+        names['#status'] = 'status'
+        values[':verified'] = { S: 'verified' }
+        values[':at'] = { N: String(change.verifiedAt) }
+        if (change.bindKey !== undefined) {
+          sets.push('bindKey = :bindKey')
+          values[':bindKey'] = { S: change.bindKey }
+        }
+      }
+      if (change.timerAt === null) removes.push('timerAt', 'taskToken')
+      else if (change.timerAt !== undefined) {
+        // A new deadline: the old wait's token no longer matters (the caller disarms it).
+        sets.push('timerAt = :timer')
+        values[':timer'] = { N: String(change.timerAt) }
+        removes.push('taskToken')
+      }
+      try {
+        const out = await client.send(
+          new UpdateItemCommand({
+            TableName: tableName,
+            Key: key(id),
+            UpdateExpression: `SET ${sets.join(', ')}${removes.length ? ' REMOVE ' + removes.join(', ') : ''}`,
+            ConditionExpression: 'rev = :rev',
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: values,
+            // The old values of what this write changed: the wait token, if it removed one.
+            ReturnValues: 'UPDATED_OLD',
+          }),
+        )
+        return { taskToken: out.Attributes?.taskToken?.S ?? null }
+      } catch (err) {
+        if (conditionFailed(err)) return null
+        throw err
+      }
     },
-    async remove(id) {
-      const out = await client.send(new DeleteItemCommand({ TableName: tableName, Key: key(id), ReturnValues: 'ALL_OLD' }))
-      return toConnectionItem(out.Attributes)
+
+    async storeTaskToken(id, at, taskToken) {
+      try {
+        await client.send(
+          new UpdateItemCommand({
+            TableName: tableName,
+            Key: key(id),
+            // No rev bump: a save racing with this one learns the token from its own write
+            // (ReturnValues), so the two never conflict.
+            UpdateExpression: 'SET taskToken = :t',
+            ConditionExpression: 'timerAt = :at',
+            ExpressionAttributeValues: { ':t': { S: taskToken }, ':at': { N: String(at) } },
+          }),
+        )
+        return true
+      } catch (err) {
+        if (conditionFailed(err)) return false
+        throw err
+      }
+    },
+
+    async removeByGateway(gatewayId) {
+      const out = await client.send(new DeleteItemCommand({ TableName: tableName, Key: aliasKey(gatewayId), ReturnValues: 'ALL_OLD' }))
+      aliases.delete(gatewayId)
+      const id = out.Attributes?.target?.S
+      return id === undefined ? null : removeRecord(id)
+    },
+
+    async removeById(id) {
+      const old = await removeRecord(id)
+      if (old !== null) {
+        aliases.delete(old.gatewayId)
+        await client.send(new DeleteItemCommand({ TableName: tableName, Key: aliasKey(old.gatewayId) }))
+      }
+      return old
     },
   }
 }

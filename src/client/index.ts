@@ -58,6 +58,13 @@ export interface ConnectOptions {
   reconnect?: boolean | ReconnectOptions
   /** Interval of `{"action":"ping"}` keep-alives, ms (default 25000; 0 = off). */
   pingIntervalMs?: number
+  /**
+   * How long a connection may go without a `challenge`, ms, from opening the socket (default
+   * 15000; 0 = off). A gateway that never challenges (on AWS: a handler that failed before
+   * answering) is given up on and a new connection is made, with backoff; without reconnects
+   * the session fails with ERR_HANDSHAKE_TIMEOUT.
+   */
+  handshakeTimeoutMs?: number
   /** Header that carries the connectionId on REST calls (default 'connectionId'). */
   header?: string
   /** WebSocket implementation (default globalThis.WebSocket); pass `ws`'s in Node. */
@@ -151,6 +158,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   if (typeof header !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) throw configError('header', header)
   const pingIntervalMs = options.pingIntervalMs ?? 25000
   if (!(pingIntervalMs >= 0 && pingIntervalMs < 2 ** 31)) throw configError('pingIntervalMs', pingIntervalMs)
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 15000
+  if (!(handshakeTimeoutMs >= 0 && handshakeTimeoutMs < 2 ** 31)) throw configError('handshakeTimeoutMs', handshakeTimeoutMs)
   const backoff = reconnectPolicy(options.reconnect)
   const evaluate = options.evaluate ?? evaluateWithFunction
   // Program first, always: it needs no eval, so no CSP can refuse it, and probing for
@@ -233,6 +242,16 @@ export function connect(options: ConnectOptions): WsdsSession {
     socket = ws
     let opened = false
     let reason: RejectReason | null = null
+    // Set when no challenge came in time: the close that follows is retryable, and reported as such.
+    let handshakeTimedOut = false
+    const handshakeTimer =
+      handshakeTimeoutMs > 0
+        ? setTimeout(() => {
+            if (ws !== socket || stopped) return
+            handshakeTimedOut = true
+            ws.close(1000)
+          }, handshakeTimeoutMs)
+        : undefined
     // Only the latest challenge has an outstanding token; an answer to an older one would be
     // `bad-token`, which costs the connection.
     let latestToken: string | null = null
@@ -308,6 +327,7 @@ export function connect(options: ConnectOptions): WsdsSession {
           emit('connection', message.connectionId)
           break
         case 'challenge':
+          clearTimeout(handshakeTimer)
           latestToken = message.token
           emit('challenge', { expiresInMs: message.expiresInMs })
           void answer(message)
@@ -348,13 +368,16 @@ export function connect(options: ConnectOptions): WsdsSession {
       if (ws !== socket) return
       socket = null
       clearInterval(pingTimer)
+      clearTimeout(handshakeTimer)
       verified = false
       connectionId = null
       requestKey = null
       const code = typeof event.code === 'number' ? event.code : 1006
       const willReconnect =
         !stopped && backoff !== null && !(reason !== null && PERMANENT.has(reason)) && retries < backoff.maxAttempts
-      if (!willReconnect) giveUp(closeError(reason, opened, code, url))
+      if (!willReconnect) {
+        giveUp(handshakeTimedOut && reason === null ? new WsdsError('ERR_HANDSHAKE_TIMEOUT', `no challenge within ${handshakeTimeoutMs} ms`, { closeCode: code }) : closeError(reason, opened, code, url))
+      }
       emit('closed', { code, reason: typeof event.reason === 'string' ? event.reason : '', willReconnect })
       if (willReconnect && !stopped) {
         const base = Math.min(backoff.maxDelayMs, backoff.minDelayMs * 2 ** retries)

@@ -4,8 +4,8 @@
  * Rejection happens in the HTTP 'upgrade' event, before any socket exists (ws README,
  * "Client authentication"), so a refused page costs no WebSocket at all.
  */
-import * as cryptoModule from 'node:crypto'
 import { createHash } from 'node:crypto'
+import { nodeSha256 } from '../crypto/node-sha256.ts'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket, type RawData } from 'ws'
@@ -31,7 +31,7 @@ import { isPowBits } from '../core/pow.ts'
 import { CloseCode, encodeServerMessage, type ChallengeForm } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
-import { createOriginPolicy } from './origin.ts'
+import { createOriginPolicy } from '../core/origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
 import { createRechallengeTimer } from './rechallenge-timer.ts'
 import { createGatewayStats, type BrowserFamily, type GatewayStats, type RefusalReason } from './stats.ts'
@@ -145,13 +145,8 @@ export function refuseUpgrade(socket: Duplex, status: number, error: string): vo
   socket.destroy()
 }
 
-/**
- * SHA-256 for the proof-of-work check: node:crypto's one-shot `hash` where Node has it
- * (20.12+), which skips the Hash object, else createHash.
- */
-const oneShotHash = (cryptoModule as { hash?: (alg: string, data: Uint8Array, encoding: 'buffer') => Buffer }).hash
-export const powHash: (data: Uint8Array) => Uint8Array =
-  typeof oneShotHash === 'function' ? (data) => oneShotHash('sha256', data, 'buffer') : (data) => createHash('sha256').update(data).digest()
+/** SHA-256 for the proof-of-work check (crypto/node-sha256.ts). */
+export const powHash = nodeSha256
 /** Longest client-supplied value written to a log line, characters. */
 export const MAX_LOG_VALUE = 200
 /** Refused-upgrade log lines: a burst of 20, then 5 per second; the rest are counted. */

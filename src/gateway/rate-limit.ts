@@ -3,11 +3,9 @@
  * off, and the default admits at least 100 parallel handshakes from one address).
  */
 import { WsdsError } from '../core/errors.ts'
+import type { RateLimiter } from '../core/rate-limit.ts'
 
-export interface RateLimiter {
-  /** Takes one token for `key`; false means over the limit (answer 429). Shared limiters answer async. */
-  take(key: string): boolean | Promise<boolean>
-}
+export type { RateLimiter } from '../core/rate-limit.ts'
 
 export interface RateLimiterOptions {
   /** Sustained upgrades per second per address. */

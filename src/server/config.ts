@@ -13,11 +13,14 @@ import { CHALLENGE_FORMS, type ChallengeForm } from '../core/protocol.ts'
 import { normalizeOrigin } from '../gateway/origin.ts'
 import type { StoreOutagePolicy } from '../core/authenticator.ts'
 import { parseRedisStoreUrl, redact } from '../stores/redis-url.ts'
+import { readProtocolSettings } from '../core/settings.ts'
 
 export interface ServerConfig {
   port: number
   host: string
   allowedOrigins: string[]
+  /** Origins whose pages may call /api cross-origin (WSDS_CORS_ORIGINS; default: allowedOrigins). */
+  corsOrigins: string[]
   /** Key sets from WSDS_KEYS_FILE, current first; empty = generate an ephemeral set. */
   keySets: KeySet[]
   challengeTimeoutMs: number
@@ -79,6 +82,7 @@ export const SETTINGS: readonly Setting[] = [
   { env: 'PORT', flag: '--port', help: 'TCP port (default 8080)' },
   { env: 'HOST', flag: '--host', help: 'listen address (default 127.0.0.1)' },
   { env: 'WSDS_ALLOWED_ORIGINS', flag: '--allowed-origins', help: 'comma-separated origins (default http://localhost:PORT,http://127.0.0.1:PORT)' },
+  { env: 'WSDS_CORS_ORIGINS', flag: '--cors-origins', help: 'origins whose pages may call /api cross-origin, or none (default: WSDS_ALLOWED_ORIGINS)' },
   { env: 'WSDS_KEYS_FILE', flag: '--keys-file', help: 'comma-separated key set files, current first (default: ephemeral set)' },
   { env: 'WSDS_CHALLENGE_TIMEOUT_MS', flag: '--challenge-timeout-ms', help: 'challenge deadline from the upgrade (default 10000)' },
   { env: 'WSDS_AUTH_CACHE_TTL_MS', flag: '--auth-cache-ttl-ms', help: 'authenticator positive cache TTL, 0 = off (default 300000; 5000 with dynamodb)' },
@@ -193,19 +197,8 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const port = get('PORT') === undefined ? 8080 : int('PORT', get('PORT')!, 0, 65535)
   const host = get('HOST') ?? '127.0.0.1'
-  const originsText = get('WSDS_ALLOWED_ORIGINS') ?? `http://localhost:${port},http://127.0.0.1:${port}`
-  const allowedOrigins = originsText
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '')
-    .map((s) => {
-      try {
-        return normalizeOrigin(s)
-      } catch (err) {
-        return bad('WSDS_ALLOWED_ORIGINS', s, (err as Error).message)
-      }
-    })
-  if (allowedOrigins.length === 0) bad('WSDS_ALLOWED_ORIGINS', originsText, 'needs at least one origin')
+  // The names both deployments read (src/core/settings.ts): parsed there, once.
+  const protocol = readProtocolSettings(e, `http://localhost:${port},http://127.0.0.1:${port}`)
   const keyFiles = (get('WSDS_KEYS_FILE') ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '')
   const keySets = keyFiles.map(loadKeySetFile)
   const ids = new Set<string>()
@@ -248,8 +241,6 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
     bad('WSDS_LOG_LEVEL', logLevel, 'must be debug, info, warn, error or silent')
   }
-  const mode = get('WSDS_MODE') ?? 'enforce'
-  if (mode !== 'enforce' && mode !== 'monitor') bad('WSDS_MODE', mode, 'must be enforce or monitor')
   const metricsPath = get('WSDS_METRICS_PATH') ?? '/metrics'
   if (!/^\/[A-Za-z0-9._~\/-]+$/.test(metricsPath)) bad('WSDS_METRICS_PATH', metricsPath, 'must be a path like /metrics')
   const metricsPortText = get('WSDS_METRICS_PORT')
@@ -265,14 +256,6 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   }
   const socketModeText = get('WSDS_SOCKET_MODE') ?? '660'
   if (!/^0?[0-7]{3}$/.test(socketModeText.trim())) bad('WSDS_SOCKET_MODE', socketModeText, 'must be octal permissions like 660')
-  const formsText = get('WSDS_CHALLENGE_FORMS') ?? 'code,program'
-  const challengeForms = [...new Set(formsText.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== ''))]
-  for (const f of challengeForms) {
-    if (!(CHALLENGE_FORMS as readonly string[]).includes(f)) bad('WSDS_CHALLENGE_FORMS', formsText, `unknown form "${f}"; the forms are ${CHALLENGE_FORMS.join(', ')}`)
-  }
-  if (challengeForms.length === 0) bad('WSDS_CHALLENGE_FORMS', formsText, 'needs at least one form')
-  const engineChecks = (get('WSDS_ENGINE_CHECKS') ?? 'monitor').trim().toLowerCase()
-  if (!(ENGINE_MODES as readonly string[]).includes(engineChecks)) bad('WSDS_ENGINE_CHECKS', engineChecks, 'must be off, monitor or enforce')
   const rechallengeText = get('WSDS_RECHALLENGE_MS') ?? 'off'
   const rechallengeMs = rechallengeText.trim().toLowerCase() === 'off' ? null : int('WSDS_RECHALLENGE_MS', rechallengeText, 1000, 86_400_000)
   const powBits = int('WSDS_POW_BITS', get('WSDS_POW_BITS') ?? '0', 0, 32)
@@ -283,29 +266,26 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
   if (adminToken !== null && !/^[\x21-\x7e]{16,512}$/.test(adminToken)) {
     throw new WsdsError('ERR_CONFIG', 'WSDS_ADMIN_TOKEN: must be 16-512 printable characters without spaces (value not shown)')
   }
-  const binding = get('WSDS_BINDING') ?? 'optional'
-  if (binding !== 'off' && binding !== 'optional' && binding !== 'required') bad('WSDS_BINDING', binding, 'must be off, optional or required')
-  const idRateText = get('WSDS_ID_RATE_LIMIT') ?? 'off'
-  const idRateLimit = idRateText.trim().toLowerCase() === 'off' ? null : int('WSDS_ID_RATE_LIMIT', idRateText, 1, 1_000_000)
   return {
-    challengeForms: challengeForms as ChallengeForm[],
-    engineChecks: engineChecks as EngineMode,
+    challengeForms: protocol.challengeForms,
+    engineChecks: protocol.engineChecks,
     rechallengeMs,
     powBits,
     powMaxBits,
     adminToken,
-    binding: binding as BindingMode,
-    bindingWindowMs: int('WSDS_BINDING_WINDOW_MS', get('WSDS_BINDING_WINDOW_MS') ?? '30000', 1000, 3_600_000),
-    idRateLimit,
+    binding: protocol.binding,
+    bindingWindowMs: protocol.bindingWindowMs,
+    idRateLimit: protocol.idRateLimit,
     authPath,
     socketPath,
     socketMode: parseInt(socketModeText.trim(), 8),
-    mode: mode as Mode,
+    mode: protocol.mode,
     port,
     host,
-    allowedOrigins,
+    allowedOrigins: protocol.allowedOrigins,
+    corsOrigins: protocol.corsOrigins,
     keySets,
-    challengeTimeoutMs: int('WSDS_CHALLENGE_TIMEOUT_MS', get('WSDS_CHALLENGE_TIMEOUT_MS') ?? '10000', 100, 600_000),
+    challengeTimeoutMs: protocol.challengeTimeoutMs,
     authCacheTtlMs: int('WSDS_AUTH_CACHE_TTL_MS', get('WSDS_AUTH_CACHE_TTL_MS') ?? defaultCacheTtl, 0, 86_400_000),
     rateLimit,
     store,
@@ -316,12 +296,12 @@ export function loadConfig(env: Record<string, string | undefined>, argv: readon
     // The demo hands its key set to anyone: with real keys loaded it is off unless asked for,
     // and even then it never serves those (src/server/server.ts gives it a set of its own).
     demo: bool('WSDS_DEMO', get('WSDS_DEMO') ?? (keySets.length === 0 ? 'on' : 'off')),
-    maxPayloadBytes: int('WSDS_MAX_PAYLOAD_BYTES', get('WSDS_MAX_PAYLOAD_BYTES') ?? '16384', 64, 16 * 1024 * 1024),
+    maxPayloadBytes: protocol.maxPayloadBytes,
     trustProxy: bool('WSDS_TRUST_PROXY', get('WSDS_TRUST_PROXY') ?? 'off'),
     metricsToken: get('WSDS_METRICS_TOKEN') ?? null,
     metricsPath,
     metricsPort,
     logLevel,
-    policyFile: get('WSDS_POLICY_FILE') ?? null,
+    policyFile: protocol.policyFile,
   }
 }

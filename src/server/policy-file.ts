@@ -3,7 +3,6 @@
  * core/policy.ts, and keeps it current: SIGHUP and a change of the file reload it; a reload
  * that fails keeps the rules in force and logs why (PROTOCOL.md, "Policy rules").
  */
-import { createHash } from 'node:crypto'
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { WsdsError, isWsdsError } from '../core/errors.ts'
@@ -13,7 +12,7 @@ import { compilePolicy, type Policy, type PolicySource } from '../core/policy.ts
 export const MAX_POLICY_FILE_BYTES = 1024 * 1024
 
 /** node:crypto's SHA-256, synchronous, for createFront's `sha256`. */
-export const nodeSha256 = (data: Uint8Array): Uint8Array => createHash('sha256').update(data).digest()
+export { nodeSha256 } from '../crypto/node-sha256.ts'
 
 /** Decodes rules text: JSON when the name ends in .json, YAML otherwise (YAML 1.2 reads JSON too). */
 export function decodePolicyText(text: string, name: string): unknown {

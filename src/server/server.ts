@@ -15,13 +15,14 @@ import { createRandomPool } from '../core/random.ts'
 import type { Store } from '../core/store.ts'
 import { handleGreeting } from '../demo/greeting.ts'
 import { attachGateway, type Gateway } from '../gateway/gateway.ts'
-import type { RateLimiter } from '../gateway/rate-limit.ts'
+import type { RateLimiter } from '../core/rate-limit.ts'
 import { constantTimeEqual, toHex } from '../core/encoding.ts'
 import { CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, RULE_HEADER, createFront, type Front } from '../core/front.ts'
 import { CONNECTION_ID_HEADER, FORWARDED_URI_HEADER } from '../core/access.ts'
 import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
 import { accessRequestOf, connectionIdOf, decideRequest, headerOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
+import { createCorsHook } from '../proxy/cors.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from '../stores/open-store.ts'
 import type { ServerConfig } from './config.ts'
@@ -224,6 +225,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     res.end()
   }
 
+  // Cross-origin pages (WSDS_CORS_ORIGINS): preflights carry no id, so they are answered before authorization.
+  const cors = createCorsHook(config.corsOrigins)
+
   async function onRequest(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) return authorize(req, res, false, passApi(req, res))
     if (path === config.authPath) return authorize(req, res, true, passAuth(res))
@@ -269,6 +273,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     }
     // The hot path, a protected request whose id is cached, runs without a promise.
     const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
+    if (isApi && cors(req, res)) return
     if (isApi || path === config.authPath) {
       const id = connectionIdOf(req)
       // A bound connection's cached admission needs the request (method, target, signature);

@@ -6,7 +6,7 @@
  * (each address's bucket lives in its own slot) and on a Sentinel-managed primary.
  */
 import { WsdsError } from '../core/errors.ts'
-import type { RateLimiter } from '../gateway/rate-limit.ts'
+import type { RateLimiter } from '../core/rate-limit.ts'
 import type { RedisClient } from './redis.ts'
 
 export interface RedisRateLimiterOptions {

@@ -1,4 +1,4 @@
-/** Lambda entry: `$disconnect` (delete the record, end a pending wait). */
+/** Lambda entry: `$disconnect` (delete the record and its alias, end an armed wait). */
 import { depsFromEnv } from '../deps.ts'
 import type { WebSocketEvent } from '../events.ts'
 import { createWebSocketHandlers } from '../websocket.ts'

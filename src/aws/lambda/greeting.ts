@@ -1,2 +1,5 @@
-/** Lambda entry: the protected demo service behind the authorizer. */
-export { greeting as handler } from '../rest.ts'
+/** Lambda entry: the protected demo service behind the authorizer, and the REST API's CORS preflights. */
+import { readProtocolSettings } from '../../core/settings.ts'
+import { createGreeting } from '../rest.ts'
+
+export const handler = createGreeting(readProtocolSettings(process.env).corsOrigins)

@@ -1,7 +1,0 @@
-/** Lambda entry: the `answer` route (checks the answer, reports to the waiting task). */
-import { depsFromEnv } from '../deps.ts'
-import type { WebSocketEvent } from '../events.ts'
-import { createWebSocketHandlers } from '../websocket.ts'
-
-const handlers = createWebSocketHandlers(depsFromEnv(process.env, { connections: true }))
-export const handler = (event: WebSocketEvent) => handlers.message(event)

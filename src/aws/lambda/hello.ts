@@ -1,7 +1,0 @@
-/** Lambda entry: the `hello` route (sends `connection`, starts the handshake execution). */
-import { depsFromEnv } from '../deps.ts'
-import type { WebSocketEvent } from '../events.ts'
-import { createWebSocketHandlers } from '../websocket.ts'
-
-const handlers = createWebSocketHandlers(depsFromEnv(process.env, { keys: true, stateMachine: true, connections: true }))
-export const handler = (event: WebSocketEvent) => handlers.message(event)
