@@ -100,7 +100,7 @@ export function createRestApi(options: RestApiOptions): RestApi {
         stats.authorizerInvocations++
         try {
           const query = Object.fromEntries(url.searchParams)
-          result = await options.authorizer({ type: 'REQUEST', methodArn, resource: path, path, httpMethod: method, headers, queryStringParameters: query, requestContext: { identity: { sourceIp: req.socket.remoteAddress ?? '' } } })
+          result = await options.authorizer({ type: 'REQUEST', methodArn, resource: path, path, httpMethod: method, headers, queryStringParameters: query, requestContext: { path: url.pathname, identity: { sourceIp: req.socket.remoteAddress ?? '' } } })
         } catch (err) {
           if ((err as Error).message === UNAUTHORIZED) {
             count('deny:unauthorized')

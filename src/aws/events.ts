@@ -44,7 +44,8 @@ export interface AuthorizerEvent {
   headers?: Record<string, string | undefined> | null
   queryStringParameters?: Record<string, string | undefined> | null
   multiValueQueryStringParameters?: Record<string, string[] | undefined> | null
-  requestContext?: { identity?: { sourceIp?: string } }
+  /** `path`: the path as the client sent it (stage or base path included), what a request signature covers. */
+  requestContext?: { path?: string; identity?: { sourceIp?: string } }
 }
 
 export interface AuthorizerResult {

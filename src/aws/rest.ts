@@ -42,7 +42,9 @@ export function stageWildcard(methodArn: string): string {
  * parameters it builds itself (docs/aws.md, "Request binding on AWS").
  */
 export function targetOf(event: AuthorizerEvent): string {
-  const path = event.path ?? '/'
+  // requestContext.path is the path as the client sent it, stage or base path included (the
+  // event's own `path` is the resource path without them): what the page signed.
+  const path = event.requestContext?.path ?? event.path ?? '/'
   const multi = event.multiValueQueryStringParameters
   const single = event.queryStringParameters
   const pairs: [string, string][] = []
