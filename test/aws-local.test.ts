@@ -37,7 +37,7 @@ protocolSuite('AWS deployment (local emulation)', async ({ challengeTimeoutMs })
 describe('npm run aws:local', () => {
   it('starts from the npm start configuration names and serves /healthz, /metrics, the demo, and the WebSocket at /wsds', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'local/aws/main.ts'], {
-      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', WSDS_KEYS_FILE: writeKeySetFiles([testKeySet]), WSDS_ALLOWED_ORIGINS: TEST_ORIGIN, WSDS_CHALLENGE_TIMEOUT_MS: '3000', WSDS_LOG_LEVEL: 'warn' },
+      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', WSDS_KEYS_FILE: writeKeySetFiles([testKeySet]), WSDS_DEMO: 'on', WSDS_ALLOWED_ORIGINS: TEST_ORIGIN, WSDS_CHALLENGE_TIMEOUT_MS: '3000', WSDS_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     const exited = new Promise((r) => child.once('exit', r))

@@ -88,7 +88,10 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
 
   const random = createRandomPool()
   const keySets = config.keySets.length > 0 ? config.keySets : [generateKeySet(random)]
-  const keyRing = createKeyRing(keySets)
+  // As on npm start (src/server/server.ts): the demo page hands its key set to anyone, so
+  // keys loaded from WSDS_KEYS_FILE are never the demo's; it gets an ephemeral set of its own.
+  const demoKeySet = config.demo && config.keySets.length > 0 ? generateKeySet(random, { id: 'demo-local' }) : null
+  const keyRing = createKeyRing(demoKeySet === null ? keySets : [...keySets, demoKeySet])
   const template = readTemplate(options.templatePath ?? TEMPLATE_PATH)
   // The wait's TimeoutSeconds is a template parameter: whole seconds, at least 1.
   const machine = stateMachineFromTemplate(template, { ChallengeTimeoutSeconds: String(Math.max(1, Math.ceil(config.challengeTimeoutMs / 1000))) })
@@ -190,7 +193,7 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
 
   const registry = createRegistry(counters, rest, ws, sfn)
   // The Lambda handlers do not negotiate challenge forms yet: they send `code`, which needs 'unsafe-eval'.
-  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: keyRing.current, wsPath: '/wsds' })) : null
+  const demo = config.demo ? await import('../../src/demo/handler.ts').then((m) => m.createDemoHandler({ keySet: demoKeySet ?? keyRing.current, wsPath: '/wsds' })) : null
 
   const json = (res: ServerResponse, status: number, body: string) => {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
