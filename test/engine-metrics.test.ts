@@ -13,8 +13,8 @@ describe('engine-check metrics', () => {
       await b.client.close()
       const text = await fetch(`${s.url}/metrics`).then((r) => r.text())
       // Node's ws client sends no User-Agent: family "other".
-      assert.match(text, /wsds_engine_checks_total\{family="other",verdict="match"[^}]*\} 2/)
-      assert.match(text, /wsds_engine_checks_total\{family="chromium",verdict="mismatch"[^}]*\} 0/)
+      assert.match(text, /wsds_engine_checks_total\{[^}]*family="other",verdict="match"[^}]*\} 2/)
+      assert.match(text, /wsds_engine_checks_total\{[^}]*family="chromium",verdict="mismatch"[^}]*\} 0/)
     } finally {
       await s.close()
     }

@@ -287,7 +287,7 @@ middleware.close()
     before(
       async () => {
         redis = await startRedisServer(redisBin.path!)
-        const extras = ['ioredis', '@aws-sdk/client-dynamodb', 'fastify', 'hono', '@types/node', '@types/express']
+        const extras = ['ioredis', '@aws-sdk/client-dynamodb', 'fastify', 'hono', 'react', 'parse5', 'yaml', '@types/node', '@types/express', '@types/react']
         await npmInstall(app, extras.map((name) => `${name}@${installed(name)}`))
       },
       { timeout: 600_000 },
@@ -309,6 +309,8 @@ middleware.close()
         WSDS_KEYS_FILE: join(app, 'keys.json'),
         WSDS_ALLOWED_ORIGINS: TEST_ORIGIN,
         WSDS_LOG_LEVEL: 'info',
+        // With a keys file the demo is off unless asked for; asked for, it runs on a set of its own.
+        WSDS_DEMO: 'on',
       })
       const gateway = startService('npx', ['--no', 'wsds', 'serve'], app, env)
       services.push(gateway)

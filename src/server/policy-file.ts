@@ -4,7 +4,7 @@
  * that fails keeps the rules in force and logs why (PROTOCOL.md, "Policy rules").
  */
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs'
-import { parse as parseYaml } from 'yaml'
+import { createRequire } from 'node:module'
 import { WsdsError, isWsdsError } from '../core/errors.ts'
 import { compilePolicy, type Policy, type PolicySource } from '../core/policy.ts'
 
@@ -13,6 +13,25 @@ export const MAX_POLICY_FILE_BYTES = 1024 * 1024
 
 /** node:crypto's SHA-256, synchronous, for createFront's `sha256`. */
 export { nodeSha256 } from '../crypto/node-sha256.ts'
+
+type ParseYaml = (text: string, options: { uniqueKeys: boolean; maxAliasCount: number; prettyErrors: boolean }) => unknown
+let parseYaml: ParseYaml | undefined
+
+/**
+ * The `yaml` package is an optional peer dependency (docs/packaging.md): only YAML rules files
+ * need it, JSON ones do not. Loaded synchronously on first use, since rules are read at start
+ * and on reload, and a missing package is named.
+ */
+function yamlParser(name: string): ParseYaml {
+  if (parseYaml !== undefined) return parseYaml
+  try {
+    parseYaml = (createRequire(import.meta.url)('yaml') as { parse: ParseYaml }).parse
+    return parseYaml
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw cause
+    throw new WsdsError('ERR_POLICY', `${name}: install yaml to read a YAML rules file (npm install yaml), or write it as JSON with a .json name`, { cause })
+  }
+}
 
 /** Decodes rules text: JSON when the name ends in .json, YAML otherwise (YAML 1.2 reads JSON too). */
 export function decodePolicyText(text: string, name: string): unknown {
@@ -26,8 +45,9 @@ export function decodePolicyText(text: string, name: string): unknown {
   try {
     // Duplicate keys are an error (a second `action:` must not silently win); aliases are
     // capped so a small file cannot expand into a huge one.
-    return parseYaml(text, { uniqueKeys: true, maxAliasCount: 100, prettyErrors: true })
+    return yamlParser(name)(text, { uniqueKeys: true, maxAliasCount: 100, prettyErrors: true })
   } catch (cause) {
+    if ((cause as { code?: string }).code === 'ERR_POLICY') throw cause
     throw new WsdsError('ERR_POLICY', `${name}: not YAML: ${(cause as Error).message.split('\n')[0]}`, { cause })
   }
 }

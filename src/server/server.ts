@@ -26,7 +26,7 @@ import { createCorsHook } from '../proxy/cors.ts'
 import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from '../stores/open-store.ts'
 import type { ServerConfig } from './config.ts'
-import { createEngineChecks } from '../engine/parse5.ts'
+import { importAdapter } from '../stores/open-store.ts'
 import { createMetricsRegistry } from './metrics.ts'
 import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
 import { createPowPolicy } from '../core/pow-policy.ts'
@@ -168,6 +168,19 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   })
   // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
   server.keepAliveTimeout = 65_000
+  // parse5 is an optional peer dependency (docs/packaging.md): without it the default
+  // `monitor` runs no engine checks and says so once; `enforce` cannot, and stops the start.
+  const engineChecks =
+    config.engineChecks === 'off'
+      ? undefined
+      : await importAdapter(() => import('../engine/parse5.ts'), 'parse5', `WSDS_ENGINE_CHECKS=${config.engineChecks}`).then(
+          (m) => m.createEngineChecks(config.engineChecks),
+          (err: unknown) => {
+            if (config.engineChecks === 'enforce') throw err
+            logger.warn({ event: 'engine-checks-off', error: String(err) }, 'engine checks are off: install parse5 to count them (WSDS_ENGINE_CHECKS=monitor)')
+            return undefined
+          },
+        )
   const gateway = attachGateway(server, {
     store,
     keyRing,
@@ -182,7 +195,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     random,
     logger,
     challengeForms: config.challengeForms,
-    engineChecks: createEngineChecks(config.engineChecks),
+    engineChecks,
     rechallengeMs: config.rechallengeMs,
     powPolicy: config.powBits > 0 || config.powMaxBits > 0 ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now }) : null,
   })
