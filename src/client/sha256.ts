@@ -19,6 +19,7 @@ for (let n = 2, i = 0; i < 64; n++) {
 }
 
 const W = new Int32Array(64)
+const ror = (x: number, n: number): number => (x >>> n) | (x << (32 - n))
 
 /** Runs the compression function over `blocks` 64-byte blocks of big-endian words `m` into `h`. */
 export function compress(h: Int32Array, m: Int32Array, blocks: number): void {
@@ -28,15 +29,15 @@ export function compress(h: Int32Array, m: Int32Array, blocks: number): void {
       const x = W[t - 15]!
       const y = W[t - 2]!
       W[t] =
-        (((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3)) +
+        (ror(x, 7) ^ ror(x, 18) ^ (x >>> 3)) +
         W[t - 7]! +
-        (((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10)) +
+        (ror(y, 17) ^ ror(y, 19) ^ (y >>> 10)) +
         W[t - 16]! | 0
     }
     let a = h[0]!, bb = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!
     for (let t = 0; t < 64; t++) {
-      const t1 = (hh + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K[t]! + W[t]!) | 0
-      const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
+      const t1 = (hh + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K[t]! + W[t]!) | 0
+      const t2 = ((ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
       hh = g
       g = f
       f = e
@@ -46,14 +47,15 @@ export function compress(h: Int32Array, m: Int32Array, blocks: number): void {
       bb = a
       a = (t1 + t2) | 0
     }
-    h[0] = (h[0]! + a) | 0
-    h[1] = (h[1]! + bb) | 0
-    h[2] = (h[2]! + c) | 0
-    h[3] = (h[3]! + d) | 0
-    h[4] = (h[4]! + e) | 0
-    h[5] = (h[5]! + f) | 0
-    h[6] = (h[6]! + g) | 0
-    h[7] = (h[7]! + hh) | 0
+    // Int32Array stores wrap mod 2^32, so += is the 32-bit addition.
+    h[0]! += a
+    h[1]! += bb
+    h[2]! += c
+    h[3]! += d
+    h[4]! += e
+    h[5]! += f
+    h[6]! += g
+    h[7]! += hh
   }
 }
 
