@@ -134,7 +134,6 @@ export interface WsdsSession {
 const REASONS = 'stale-keyset unsupported-version bad-domain wrong-answer bad-binding binding-required bad-token timeout unsupported-form'.split(' ')
 const PERMANENT = REASONS.slice(0, 6)
 const EVENTS = 'connection challenge verified rejected closed'.split(' ')
-const CONNECTING = 0
 const OPEN = 1
 
 // Needs CSP `script-src 'unsafe-eval'`: the challenge is fresh source every time (PROTOCOL.md, "Polymorphic").
@@ -420,7 +419,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       const headers = new Headers(init?.headers ?? (isRequest ? input.headers : undefined))
       headers.set(header, id)
       const method = init?.method ?? (isRequest ? input.method : 'GET')
-      const signed = await signature(id, method, isRequest ? input.url : input instanceof URL ? input.href : String(input))
+      const signed = await signature(id, method, isRequest ? input.url : String(input))
       if (signed !== null) headers.set('WSDS-Signature', signed)
       return globalThis.fetch(input, { ...init, headers })
     },
@@ -436,7 +435,8 @@ export function connect(options: ConnectOptions): WsdsSession {
     close() {
       giveUp(new WsdsError('ERR_CLOSED', 'session closed by close()', { closeCode: 1000 }))
       const ws = socket
-      if (ws && (ws.readyState === CONNECTING || ws.readyState === OPEN)) {
+      // CONNECTING or OPEN
+      if (ws && ws.readyState <= OPEN) {
         try {
           ws.close(1000)
         } catch {
@@ -522,22 +522,24 @@ function need(ok: unknown, option: string, value: unknown, why = 'bad value'): a
 function resolveUrl(url: string): string {
   need(isString(url) && url !== '', 'url', url)
   const base = (globalThis as { location?: { href?: string } }).location?.href
-  let parsed: URL
+  let parsed: URL | undefined
   try {
     parsed = new URL(url, base)
-  } catch (cause) {
-    throw new WsdsError('ERR_CONFIG', `url: cannot resolve ${JSON.stringify(url)}${base ? '' : ' without a page location'}`, { cause })
-  }
-  // http -> ws, https -> wss
-  parsed.protocol = parsed.protocol.replace(/^http/, 'ws')
-  need(/^wss?:$/.test(parsed.protocol), 'url', url)
+    // http -> ws, https -> wss
+    parsed.protocol = parsed.protocol.replace(/^http/, 'ws')
+  } catch {}
+  need(parsed && /^wss?:$/.test(parsed.protocol), 'url', url, base || parsed ? 'bad value' : 'no page location to resolve')
+  parsed = parsed!
   // WebSocket URLs may not carry a fragment; a page URL's would make the constructor throw.
   parsed.hash = ''
   return parsed.href
 }
 
 function checkKeys(keys: readonly string[]): readonly string[] {
-  need(Array.isArray(keys) && keys.length > 0 && keys.every((key) => isString(key) && key !== ''), 'keys', keys, 'need non-empty strings, got')
+  // Never in the message: the keys are the app's secrets.
+  if (!(Array.isArray(keys) && keys.length > 0 && keys.every((key) => isString(key) && key !== ''))) {
+    throw new WsdsError('ERR_CONFIG', 'keys: need a non-empty array of non-empty strings')
+  }
   return Object.freeze([...keys])
 }
 
