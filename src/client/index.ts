@@ -216,6 +216,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       return
     }
     socket = ws
+    const live = () => ws === socket && !stopped
     let opened = false
     let reason: RejectReason | null = null
     // Only the latest challenge has an outstanding token; an answer to an older one would be
@@ -233,28 +234,30 @@ export function connect(options: ConnectOptions): WsdsSession {
           result = await fn({ keys })
         }
       } catch (cause) {
-        if (ws !== socket || stopped) return
+        if (!live()) return
         // The same code path fails on every connection (CSP without 'unsafe-eval', a missing
         // `location`), so reconnecting would only loop.
         giveUp(new WsdsError('ERR_CONFIG', `${challenge.form ?? 'code'} challenge failed (code needs 'unsafe-eval'; offer program)`, { cause }))
         ws.close(1000)
         return
       }
-      if (ws !== socket || stopped || challenge.token !== latestToken) return
+      const current = () => live() && challenge.token === latestToken
+      if (!current()) return
       // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
       // requests (still admitted during a re-challenge) carry on meanwhile.
       // A difficulty the solver refuses (over 32 bits) gets no answer: the gateway's deadline decides.
-      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }).catch(() => null) : undefined
-      if (work === null || ws !== socket || stopped || challenge.token !== latestToken) return
-      // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
-      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })
+      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => !live() }).catch(() => null) : undefined
+      if (work === null || !current()) return
+      // undefined would drop `result` from the JSON, and the gateway would call it bad-message;
+      // an undefined `pow` is dropped, as it should be.
+      send(ws, { action: 'answer', token: challenge.token, result: result ?? null, pow: work })
     }
 
     ws.onopen = async () => {
-      if (ws !== socket || stopped) return
+      if (!live()) return
       opened = true
-      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms] }
-      if (keySet !== undefined) hello.keySet = keySet
+      // JSON.stringify drops an undefined keySet.
+      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms], keySet }
       if (subtle) {
         try {
           // A fresh pair per connection; the private key never leaves WebCrypto.
@@ -263,7 +266,7 @@ export function connect(options: ConnectOptions): WsdsSession {
         } catch {
           keyPair = null
         }
-        if (ws !== socket || stopped) return
+        if (!live()) return
       }
       send(ws, hello)
       if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
@@ -284,7 +287,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     }
 
     ws.onmessage = (event: { data?: unknown }) => {
-      if (ws !== socket || stopped || typeof event.data !== 'string') return
+      if (!live() || typeof event.data !== 'string') return
       // The checks of parseServerMessage (src/core/protocol.ts) for the frames acted on here,
       // inline: that parser builds every server message, twice the bytes. Anything else is ignored.
       let m: any
@@ -314,7 +317,7 @@ export function connect(options: ConnectOptions): WsdsSession {
             // Verified only once the key exists, so no call goes out unsigned.
             deriveRequestKey(serverKey, id).then(
               (key) => {
-                if (ws !== socket || stopped) return
+                if (!live()) return
                 requestKey = key
                 onVerified(id)
               },
