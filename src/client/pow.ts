@@ -5,7 +5,7 @@
  * input, rendering and requestAnimationFrame keep running; no Worker (a blob: worker is
  * what a strict CSP forbids, and a worker script would be a second file to serve).
  */
-import { compress, initialState, pad } from './sha256.ts'
+import { digestWords } from './sha256.ts'
 
 export interface PowSolution {
   nonce: string
@@ -50,22 +50,13 @@ export async function solvePow(token: string, bits: number, options: SolveOption
   const sliceMs = options.sliceMs ?? 8
   const started = now()
   const prefix = token + ':'
-  const bytes = new Uint8Array(prefix.length + 32)
-  for (let i = 0; i < prefix.length; i++) bytes[i] = prefix.charCodeAt(i) & 0x7f
-  const m = new Int32Array(((bytes.length + 72) >> 6) * 16)
-  const base = initialState()
-  const h = new Int32Array(8)
   for (let n = 0; ; ) {
     const sliceEnd = now() + sliceMs
     do {
       // Checking the clock costs more than a hash: look at it every 256 nonces.
       for (let k = 0; k < 256; k++, n++) {
-        const digits = String(n)
-        let len = prefix.length
-        for (let i = 0; i < digits.length; i++) bytes[len++] = digits.charCodeAt(i)
-        h.set(base)
-        compress(h, m, pad(bytes, len, m))
-        if (leadingZeros(h, bits)) return { nonce: digits, ms: Math.round(now() - started) }
+        // 7-bit bytes, as the gateway's powInput (src/core/pow.ts) reads the token.
+        if (leadingZeros(digestWords(prefix + n, 127), bits)) return { nonce: String(n), ms: Math.round(now() - started) }
       }
     } while (now() < sliceEnd)
     await yieldToLoop()
