@@ -436,7 +436,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       return () => void set.delete(fn)
     },
     close() {
-      giveUp(new WsdsError('ERR_CLOSED', 'session closed by close()', { closeCode: 1000 }))
+      giveUp(new WsdsError('ERR_CLOSED', 'closed by close()', { closeCode: 1000 }))
       const ws = socket
       // CONNECTING or OPEN
       if (ws && ws.readyState <= OPEN) {
@@ -509,13 +509,11 @@ const isString = (v: unknown): v is string => typeof v === 'string'
 const isDelay = (ms: number): boolean => ms >= 0 && ms < 2 ** 31
 const utf8 = (text: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(text)
 
-function b64url(bytes: ArrayBuffer): string {
-  return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/[+/=]/g, (c) => (c === '+' ? '-' : c === '/' ? '_' : ''))
-}
-
-function fromB64url(text: string): Uint8Array<ArrayBuffer> {
-  return Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0))
-}
+// base64 <-> base64url, unpadded: '+/' <-> '-_'
+const b64url = (bytes: ArrayBuffer): string =>
+  btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/[+/=]/g, (c) => '-_'['+/'.indexOf(c)] ?? '')
+const fromB64url = (text: string): Uint8Array<ArrayBuffer> =>
+  Uint8Array.from(atob(text.replace(/[-_]/g, (c) => '+/'['-_'.indexOf(c)]!)), (c) => c.charCodeAt(0))
 
 /** Throws ERR_CONFIG for `option` unless `ok`. */
 function need(ok: unknown, option: string, value: unknown, why = 'bad value'): asserts ok {
@@ -541,7 +539,7 @@ function resolveUrl(url: string): string {
 function checkKeys(keys: readonly string[]): readonly string[] {
   // Never in the message: the keys are the app's secrets.
   if (!(Array.isArray(keys) && keys.length > 0 && keys.every((key) => isString(key) && key !== ''))) {
-    throw new WsdsError('ERR_CONFIG', 'keys: need a non-empty array of non-empty strings')
+    throw new WsdsError('ERR_CONFIG', 'keys: need non-empty strings')
   }
   return Object.freeze([...keys])
 }
