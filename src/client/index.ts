@@ -431,7 +431,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     },
     on(event, fn) {
       const set = listeners.get(event)
-      if (!set) throw new TypeError(`unknown event ${JSON.stringify(event)}`)
+      if (!set) throw new TypeError('unknown event ' + event)
       set.add(fn)
       return () => void set.delete(fn)
     },

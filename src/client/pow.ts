@@ -36,13 +36,6 @@ const yieldToLoop = (): Promise<unknown> =>
     port2.postMessage(0)
   })
 
-/** True when the state words `h` start with `bits` zero bits. */
-function leadingZeros(h: Int32Array, bits: number): boolean {
-  for (let i = 0; bits > 0; i++, bits -= 32) {
-    if (bits >= 32 ? h[i] !== 0 : h[i]! >>> (32 - bits) !== 0) return false
-  }
-  return true
-}
 
 /** Finds a nonce for `token` at `bits`; null when cancelled. */
 export async function solvePow(token: string, bits: number, options: SolveOptions = {}): Promise<PowSolution | null> {
@@ -56,7 +49,8 @@ export async function solvePow(token: string, bits: number, options: SolveOption
       // Checking the clock costs more than a hash: look at it every 256 nonces.
       for (let k = 0; k < 256; k++, n++) {
         // 7-bit bytes, as the gateway's powInput (src/core/pow.ts) reads the token.
-        if (leadingZeros(digestWords(prefix + n, 127), bits)) return { nonce: String(n), ms: Math.round(now() - started) }
+        // The first `bits` (0..32) bits of the digest are zero; `>>> 32` would shift by 0.
+        if (!bits || !(digestWords(prefix + n, 127)[0]! >>> (32 - bits))) return { nonce: String(n), ms: Math.round(now() - started) }
       }
     } while (now() < sliceEnd)
     await yieldToLoop()

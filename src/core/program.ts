@@ -188,7 +188,8 @@ function decodeOps(v: unknown, lanes: number, max: number): Op[] | null {
     if (!isInts(item, 5)) return null
     const [kind, a, b, r, k] = item as WireOp
     // Lane-to-lane ops on one lane degenerate (a ^= a is zero); shifts by 0 are not drawn.
-    if (kind >>> 3 || a < 0 || a >= lanes || b < 0 || b >= lanes || r >>> 5 || (a === b && (kind === ADD_LANE || kind === XOR_LANE)) || (!r && (kind === ROTATE || kind === XOR_SHIFT))) return null
+    // `>>> 0` turns a negative lane into one far out of range.
+    if (kind >>> 3 || a >>> 0 >= lanes || b >>> 0 >= lanes || r >>> 5 || (a === b && (kind === ADD_LANE || kind === XOR_LANE)) || (!r && (kind === ROTATE || kind === XOR_SHIFT))) return null
     ops.push({ kind, a, b, r, k })
   }
   return ops
@@ -213,8 +214,9 @@ export function decodeProgram(v: unknown, keyCount: number): { program: Program;
   if (!Array.isArray(steps) || !steps.length || steps.length > MAX_STEPS) return null
   const decoded: Step[] = []
   for (const step of steps) {
-    const input = Array.isArray(step) && step.length === 2 ? step[0] : null
-    const ops = decodeOps(Array.isArray(step) ? step[1] : null, 4, MAX_ROUND_OPS)
+    if (!Array.isArray(step) || step.length !== 2) return null
+    const input: unknown = step[0]
+    const ops = decodeOps(step[1], 4, MAX_ROUND_OPS)
     if (!isInt32(input) || input < HOST_INPUT || input >= keyCount || ops === null) return null
     decoded.push({ input: input === NONCE_INPUT ? { nonce: true } : input === HOST_INPUT ? { host: true } : { key: input }, ops })
   }
