@@ -32,7 +32,7 @@ export function digestWords(text: string, mask = 255): Int32Array {
   const len = text.length
   const words = ((len + 72) >> 6) * 16
   if (M.length < words) M = new Int32Array(words)
-  const m = M.fill(0)
+  const m = M.fill(0, 0, words)
   // Padding (FIPS 180-4, 5.1.1): 0x80, zeros, the length in bits as a 64-bit big-endian number.
   for (let i = 0; i < len; i++) m[i >> 2]! |= (text.charCodeAt(i) & mask) << (24 - (i & 3) * 8)
   m[len >> 2]! |= 0x80 << (24 - (len & 3) * 8)
@@ -41,10 +41,12 @@ export function digestWords(text: string, mask = 255): Int32Array {
   const h = H
   h.set(H0)
   for (let b = 0; b < words; b += 16) {
-    for (let t = 0; t < 64; t++) {
+    // Two loops: one merged loop would read W at negative indices, V8's slow path.
+    W.set(m.subarray(b, b + 16))
+    for (let t = 16; t < 64; t++) {
       const x = W[t - 15]!
       const y = W[t - 2]!
-      W[t] = t < 16 ? m[b + t]! : (ror(x, 7) ^ ror(x, 18) ^ (x >>> 3)) + W[t - 7]! + (ror(y, 17) ^ ror(y, 19) ^ (y >>> 10)) + W[t - 16]! | 0
+      W[t] = (ror(x, 7) ^ ror(x, 18) ^ (x >>> 3)) + W[t - 7]! + (ror(y, 17) ^ ror(y, 19) ^ (y >>> 10)) + W[t - 16]! | 0
     }
     let a = h[0]!, bb = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!
     for (let t = 0; t < 64; t++) {
