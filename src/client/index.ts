@@ -6,8 +6,6 @@
 import { WsdsError, type WsdsErrorCode } from '../core/errors.ts'
 import {
   PROTOCOL_VERSION,
-  REJECT_REASONS,
-  parseServerMessage,
   type ChallengeForm,
   type ChallengeMessage,
   type ClientMessage,
@@ -46,6 +44,8 @@ export interface WebSocketLike {
 }
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+type Waiter = [resolve: (id: string) => void, reject: (error: unknown) => void]
 
 export interface ConnectOptions {
   /** ws:// or wss:// URL of the gateway's /wsds endpoint; relative URLs resolve against `location` (http -> ws, https -> wss). */
@@ -135,10 +135,12 @@ export interface WsdsSession {
   close(): void
 }
 
-// Reasons a new connection would only hit again (PROTOCOL.md, Sequence 7): retrying them would
-// hammer the gateway with handshakes bound to fail.
-const PERMANENT = new Set<string>(['stale-keyset', 'unsupported-version', 'bad-domain', 'wrong-answer', 'bad-binding', 'binding-required'])
-const CONNECTING = 0
+// The reject reasons this SDK knows (PROTOCOL.md, Sequence 7). The first six are ones a new
+// connection would only hit again: retrying them would hammer the gateway with handshakes
+// bound to fail.
+const REASONS = 'stale-keyset unsupported-version bad-domain wrong-answer bad-binding binding-required bad-token timeout unsupported-form'.split(' ')
+const PERMANENT = REASONS.slice(0, 6)
+const EVENTS = 'connection challenge verified rejected closed'.split(' ')
 const OPEN = 1
 
 // Needs CSP `script-src 'unsafe-eval'`: the challenge is fresh source every time (PROTOCOL.md, "Polymorphic").
@@ -147,35 +149,26 @@ const evaluateWithFunction = (code: string): ChallengeFunction => new Function('
 export function connect(options: ConnectOptions): WsdsSession {
   const url = resolveUrl(options.url)
   const keys = checkKeys(options.keys)
-  const SocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-  if (typeof SocketImpl !== 'function') {
-    throw configError('WebSocket', SocketImpl, 'no implementation (in Node pass `ws`), got')
-  }
-  const Socket: WebSocketConstructor = SocketImpl
+  const Socket = (options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket) as WebSocketConstructor
+  need(typeof Socket === 'function', 'WebSocket', Socket, 'missing (in Node pass `ws`):')
   const keySet = options.keySet
-  if (keySet !== undefined && (typeof keySet !== 'string' || keySet === '')) throw configError('keySet', keySet)
+  need(keySet === undefined || (typeof keySet === 'string' && keySet !== ''), 'keySet', keySet)
   const header = options.header ?? 'connectionId'
-  if (typeof header !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) throw configError('header', header)
+  need(typeof header === 'string' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header), 'header', header)
   const pingIntervalMs = options.pingIntervalMs ?? 25000
-  if (!(pingIntervalMs >= 0 && pingIntervalMs < 2 ** 31)) throw configError('pingIntervalMs', pingIntervalMs)
+  need(isDelay(pingIntervalMs), 'pingIntervalMs', pingIntervalMs)
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 15000
-  if (!(handshakeTimeoutMs >= 0 && handshakeTimeoutMs < 2 ** 31)) throw configError('handshakeTimeoutMs', handshakeTimeoutMs)
+  need(isDelay(handshakeTimeoutMs), 'handshakeTimeoutMs', handshakeTimeoutMs)
   const backoff = reconnectPolicy(options.reconnect)
   const evaluate = options.evaluate ?? evaluateWithFunction
   // Program first, always: it needs no eval, so no CSP can refuse it, and probing for
   // 'unsafe-eval' with `new Function` would itself file a CSP violation report.
   const forms = options.forms ?? (options.evaluate ? ['code', 'program'] : ['program', 'code'])
-  if (!Array.isArray(forms) || forms.length === 0 || !forms.every((f) => f === 'code' || f === 'program')) throw configError('forms', forms)
+  need(Array.isArray(forms) && forms.length > 0 && forms.every((f) => f === 'code' || f === 'program'), 'forms', forms)
   // No crypto.subtle (plain http other than localhost): unbound, which `optional` accepts.
   const subtle = options.bind === false ? undefined : globalThis.crypto?.subtle
 
-  const listeners: { [K in keyof SessionEvents]: Set<SessionEvents[K]> } = {
-    connection: new Set(),
-    challenge: new Set(),
-    verified: new Set(),
-    rejected: new Set(),
-    closed: new Set(),
-  }
+  const listeners = new Map(EVENTS.map((event) => [event, new Set<(arg: any) => void>()]))
   let socket: WebSocketLike | null = null
   let connectionId: string | null = null
   let verified = false
@@ -185,22 +178,18 @@ export function connect(options: ConnectOptions): WsdsSession {
   let stopped: WsdsError | null = null
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined
   let pingTimer: ReturnType<typeof setInterval> | undefined
-  let waiters: Array<{ resolve: (id: string) => void; reject: (error: unknown) => void }> = []
-  let readySettled = false
-  let resolveReady!: (id: string) => void
-  let rejectReady!: (error: WsdsError) => void
-  const ready = new Promise<string>((resolve, reject) => {
-    resolveReady = resolve
-    rejectReady = reject
-  })
+  // Callers waiting for a verified connection; `ready` is the first of them, so it settles
+  // with the first verification or with giving up before one.
+  let waiters: Waiter[] = []
+  const ready = new Promise<string>((resolve, reject) => void waiters.push([resolve, reject]))
   // Marks the promise handled: a page that never awaits `ready` must not get an
   // unhandledrejection for a session it has already seen fail through events.
   ready.catch(() => {})
 
   function emit<K extends keyof SessionEvents>(event: K, arg: Parameters<SessionEvents[K]>[0]): void {
-    for (const fn of [...listeners[event]]) {
+    for (const fn of [...listeners.get(event)!]) {
       try {
-        ;(fn as (arg: unknown) => void)(arg)
+        fn(arg)
       } catch (error) {
         // Like EventTarget: the page hears of it, the socket callback that emitted goes on.
         if (typeof reportError === 'function') reportError(error)
@@ -214,11 +203,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     stopped = error
     verified = false
     clearTimeout(reconnectTimer)
-    if (!readySettled) {
-      readySettled = true
-      rejectReady(error)
-    }
-    for (const waiter of waiters.splice(0)) waiter.reject(error)
+    for (const waiter of waiters.splice(0)) waiter[1](error)
   }
 
   function send(ws: WebSocketLike, message: ClientMessage): void {
@@ -240,6 +225,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       return
     }
     socket = ws
+    const live = () => ws === socket && !stopped
     let opened = false
     let reason: RejectReason | null = null
     // Set when no challenge came in time: the close that follows is retryable, and reported as such.
@@ -247,7 +233,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     const handshakeTimer =
       handshakeTimeoutMs > 0
         ? setTimeout(() => {
-            if (ws !== socket || stopped) return
+            if (!live()) return
             handshakeTimedOut = true
             ws.close(1000)
           }, handshakeTimeoutMs)
@@ -263,32 +249,34 @@ export function connect(options: ConnectOptions): WsdsSession {
         if (challenge.form === 'program') result = answerProgram(challenge.program, keys)
         else {
           const fn = evaluate(challenge.code)
-          if (typeof fn !== 'function') throw new TypeError('challenge code did not evaluate to a function')
+          if (typeof fn !== 'function') throw new TypeError('code is no function')
           result = await fn({ keys })
         }
       } catch (cause) {
-        if (ws !== socket || stopped) return
+        if (!live()) return
         // The same code path fails on every connection (CSP without 'unsafe-eval', a missing
         // `location`), so reconnecting would only loop.
-        giveUp(new WsdsError('ERR_CONFIG', `the ${challenge.form ?? 'code'} challenge could not be run (a code challenge needs 'unsafe-eval'; offer the program form)`, { cause }))
+        giveUp(new WsdsError('ERR_CONFIG', `${challenge.form ?? 'code'} challenge failed (code needs 'unsafe-eval'; offer program)`, { cause }))
         ws.close(1000)
         return
       }
-      if (ws !== socket || stopped || challenge.token !== latestToken) return
+      const current = () => live() && challenge.token === latestToken
+      if (!current()) return
       // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
       // requests (still admitted during a re-challenge) carry on meanwhile.
       // A difficulty the solver refuses (over 32 bits) gets no answer: the gateway's deadline decides.
-      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => ws !== socket || !!stopped }).catch(() => null) : undefined
-      if (work === null || ws !== socket || stopped || challenge.token !== latestToken) return
-      // undefined would drop `result` from the JSON, and the gateway would call it bad-message.
-      send(ws, { action: 'answer', token: challenge.token, result: result === undefined ? null : result, ...(work ? { pow: work } : {}) })
+      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => !live() }).catch(() => null) : undefined
+      if (work === null || !current()) return
+      // undefined would drop `result` from the JSON, and the gateway would call it bad-message;
+      // an undefined `pow` is dropped, as it should be.
+      send(ws, { action: 'answer', token: challenge.token, result: result ?? null, pow: work })
     }
 
     ws.onopen = async () => {
-      if (ws !== socket || stopped) return
+      if (!live()) return
       opened = true
-      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms] }
-      if (keySet !== undefined) hello.keySet = keySet
+      // JSON.stringify drops an undefined keySet.
+      const hello: ClientMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...forms], keySet }
       if (subtle) {
         try {
           // A fresh pair per connection; the private key never leaves WebCrypto.
@@ -297,7 +285,7 @@ export function connect(options: ConnectOptions): WsdsSession {
         } catch {
           keyPair = null
         }
-        if (ws !== socket || stopped) return
+        if (!live()) return
       }
       send(ws, hello)
       if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
@@ -308,7 +296,6 @@ export function connect(options: ConnectOptions): WsdsSession {
       const peer = await subtle!.importKey('raw', fromB64url(serverKey), { name: 'ECDH', namedCurve: 'P-256' }, false, [])
       const z = await subtle!.deriveBits({ name: 'ECDH', public: peer }, keyPair!.privateKey, 256)
       const ikm = await subtle!.importKey('raw', z, 'HKDF', false, ['deriveKey'])
-      const utf8 = (text: string) => new TextEncoder().encode(text)
       return subtle!.deriveKey(
         { name: 'HKDF', hash: 'SHA-256', salt: utf8(id), info: utf8('wsds/1 request binding') },
         ikm,
@@ -319,27 +306,38 @@ export function connect(options: ConnectOptions): WsdsSession {
     }
 
     ws.onmessage = (event: { data?: unknown }) => {
-      if (ws !== socket || stopped || typeof event.data !== 'string') return
-      const message = parseServerMessage(event.data)
-      switch (message?.type) {
+      if (!live() || typeof event.data !== 'string') return
+      // The checks of parseServerMessage (src/core/protocol.ts) for the frames acted on here,
+      // inline: that parser builds every server message, twice the bytes. Anything else is ignored.
+      let m: any
+      try {
+        m = JSON.parse(event.data)
+      } catch {
+        return
+      }
+      const id = m?.connectionId
+      switch (m?.type) {
         case 'connection':
-          connectionId = message.connectionId
-          emit('connection', message.connectionId)
+          if (isString(id)) emit('connection', (connectionId = id))
           break
         case 'challenge':
+          if (!isString(m.token) || typeof m.expiresInMs !== 'number') break
+          if (m.form === 'program' ? !('program' in m) : (m.form !== undefined && m.form !== 'code') || !isString(m.code)) break
+          // A malformed `pow` is dropped, as parseServerMessage does.
+          if (!(m.pow?.alg === 'sha256' && Number.isInteger(m.pow.bits))) m.pow = undefined
           clearTimeout(handshakeTimer)
-          latestToken = message.token
-          emit('challenge', { expiresInMs: message.expiresInMs })
-          void answer(message)
+          latestToken = m.token
+          emit('challenge', { expiresInMs: m.expiresInMs })
+          void answer(m)
           break
         case 'verified': {
-          const id = message.connectionId
-          const serverKey = message.bind?.key
-          if (serverKey !== undefined && keyPair !== null) {
+          if (!isString(id)) break
+          const serverKey = m.bind?.key
+          if (isString(serverKey) && keyPair !== null) {
             // Verified only once the key exists, so no call goes out unsigned.
             deriveRequestKey(serverKey, id).then(
               (key) => {
-                if (ws !== socket || stopped) return
+                if (!live()) return
                 requestKey = key
                 onVerified(id)
               },
@@ -351,8 +349,8 @@ export function connect(options: ConnectOptions): WsdsSession {
           break
         }
         case 'rejected':
-          reason = message.reason
-          emit('rejected', message.reason)
+          if (!isString(m.reason)) break
+          emit('rejected', (reason = m.reason))
           // The frame decides, not the close code (PROTOCOL.md, "Close codes"); don't wait for
           // a gateway (API Gateway) that is slow to close.
           if (ws.readyState === OPEN) ws.close(1000)
@@ -374,9 +372,9 @@ export function connect(options: ConnectOptions): WsdsSession {
       requestKey = null
       const code = typeof event.code === 'number' ? event.code : 1006
       const willReconnect =
-        !stopped && backoff !== null && !(reason !== null && PERMANENT.has(reason)) && retries < backoff.maxAttempts
+        !stopped && backoff !== null && !(reason !== null && PERMANENT.includes(reason)) && retries < backoff.maxAttempts
       if (!willReconnect) {
-        giveUp(handshakeTimedOut && reason === null ? new WsdsError('ERR_HANDSHAKE_TIMEOUT', `no challenge within ${handshakeTimeoutMs} ms`, { closeCode: code }) : closeError(reason, opened, code, url))
+        giveUp(handshakeTimedOut && reason === null ? new WsdsError('ERR_HANDSHAKE_TIMEOUT', `no challenge in ${handshakeTimeoutMs} ms`, { closeCode: code }) : closeError(reason, opened, code, url))
       }
       emit('closed', { code, reason: typeof event.reason === 'string' ? event.reason : '', willReconnect })
       if (willReconnect && !stopped) {
@@ -392,11 +390,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     connectionId = id
     verified = true
     retries = 0
-    if (!readySettled) {
-      readySettled = true
-      resolveReady(id)
-    }
-    for (const waiter of waiters.splice(0)) waiter.resolve(id)
+    for (const waiter of waiters.splice(0)) waiter[0](id)
     emit('verified', id)
   }
 
@@ -411,7 +405,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     const t = Date.now()
     // fetch upper-cases only these methods (Fetch standard, "normalize a method").
     const m = /^(delete|get|head|options|post|put)$/i.test(method) ? method.toUpperCase() : method
-    const mac = await subtle!.sign('HMAC', key, new TextEncoder().encode(`wsds/1\n${t}\n${m}\n${target}\n${id}`))
+    const mac = await subtle!.sign('HMAC', key, utf8(`wsds/1\n${t}\n${m}\n${target}\n${id}`))
     return `t=${t}, s=${b64url(mac)}`
   }
 
@@ -419,20 +413,15 @@ export function connect(options: ConnectOptions): WsdsSession {
     if (stopped) return Promise.reject(stopped)
     if (verified && connectionId !== null) return Promise.resolve(connectionId)
     return new Promise<string>((resolve, reject) => {
-      const abort = () => {
-        waiters = waiters.filter((w) => w !== waiter)
-        reject(signal!.reason)
-      }
-      const waiter = {
-        resolve: (id: string) => {
+      const settle =
+        (fn: (value: any) => void) =>
+        (value: unknown): void => {
           signal?.removeEventListener('abort', abort)
-          resolve(id)
-        },
-        reject: (error: unknown) => {
-          signal?.removeEventListener('abort', abort)
-          reject(error)
-        },
-      }
+          waiters = waiters.filter((w) => w !== waiter)
+          fn(value)
+        }
+      const waiter: Waiter = [settle(resolve), settle(reject)]
+      const abort = () => waiter[1](signal!.reason)
       if (signal?.aborted) return abort()
       signal?.addEventListener('abort', abort, { once: true })
       waiters.push(waiter)
@@ -456,7 +445,7 @@ export function connect(options: ConnectOptions): WsdsSession {
       const headers = new Headers(init?.headers ?? (isRequest ? input.headers : undefined))
       headers.set(header, id)
       const method = init?.method ?? (isRequest ? input.method : 'GET')
-      const signed = await signature(id, method, isRequest ? input.url : input instanceof URL ? input.href : String(input))
+      const signed = await signature(id, method, isRequest ? input.url : String(input))
       if (signed !== null) headers.set('WSDS-Signature', signed)
       return globalThis.fetch(input, { ...init, headers })
     },
@@ -464,15 +453,16 @@ export function connect(options: ConnectOptions): WsdsSession {
       return signature(await whenVerified(null), method, url)
     },
     on(event, fn) {
-      const set = listeners[event] as Set<typeof fn> | undefined
-      if (!set) throw new TypeError(`unknown event ${JSON.stringify(event)}`)
+      const set = listeners.get(event)
+      if (!set) throw new TypeError('unknown event ' + event)
       set.add(fn)
       return () => void set.delete(fn)
     },
     close() {
-      giveUp(new WsdsError('ERR_CLOSED', 'session closed by close()', { closeCode: 1000 }))
+      giveUp(new WsdsError('ERR_CLOSED', 'closed by close()', { closeCode: 1000 }))
       const ws = socket
-      if (ws && (ws.readyState === CONNECTING || ws.readyState === OPEN)) {
+      // CONNECTING or OPEN
+      if (ws && ws.readyState <= OPEN) {
         try {
           ws.close(1000)
         } catch {
@@ -489,7 +479,7 @@ export function connect(options: ConnectOptions): WsdsSession {
  */
 function answerProgram(json: unknown, keys: readonly string[]): string {
   const decoded = decodeProgram(json, keys.length)
-  if (decoded === null) throw new TypeError('the program challenge is malformed or needs keys this page does not have')
+  if (decoded === null) throw new TypeError('malformed program, or keys missing')
   const { program, nonce } = decoded
   const tree = program.engine ? parseTree(program.engine.html) : null
   return runProgram(program, keys, nonce, String(location.hostname), tree)
@@ -532,47 +522,47 @@ function domTree(parent: Node): TreeNode[] {
 }
 
 function closeError(reason: RejectReason | null, opened: boolean, closeCode: number, url: string): WsdsError {
-  if (reason !== null) {
-    // A reason from a newer gateway is not in the code union; report it in the message only.
-    const code: WsdsErrorCode = REJECT_REASONS.includes(reason) ? reason : 'ERR_CLOSED'
-    return new WsdsError(code, `rejected: ${reason}`, { closeCode })
-  }
-  if (!opened) return new WsdsError('ERR_CONNECT', `could not connect to ${url}`, { closeCode })
-  return new WsdsError('ERR_CLOSED', `closed (${closeCode}) before verification`, { closeCode })
+  return reason !== null
+    ? // A reason from a newer gateway is not in the code union; report it in the message only.
+      new WsdsError(REASONS.includes(reason) ? reason : 'ERR_CLOSED', 'rejected: ' + reason, { closeCode })
+    : new WsdsError(opened ? 'ERR_CLOSED' : 'ERR_CONNECT', opened ? `closed (${closeCode}) before verification` : 'cannot connect to ' + url, { closeCode })
 }
 
-function b64url(bytes: ArrayBuffer): string {
-  return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
-}
+const isString = (v: unknown): v is string => typeof v === 'string'
+const isDelay = (ms: number): boolean => ms >= 0 && ms < 2 ** 31
+const utf8 = (text: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(text)
 
-function fromB64url(text: string): Uint8Array<ArrayBuffer> {
-  return Uint8Array.from(atob(text.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0))
-}
+// base64 <-> base64url, unpadded: '+/' <-> '-_'
+const b64url = (bytes: ArrayBuffer): string =>
+  btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/[+/=]/g, (c) => '-_'['+/'.indexOf(c)] ?? '')
+const fromB64url = (text: string): Uint8Array<ArrayBuffer> =>
+  Uint8Array.from(atob(text.replace(/[-_]/g, (c) => '+/'['-_'.indexOf(c)]!)), (c) => c.charCodeAt(0))
 
-function configError(option: string, value: unknown, why = 'bad value'): WsdsError {
-  return new WsdsError('ERR_CONFIG', `${option}: ${why} ${JSON.stringify(value) ?? String(value)}`)
+/** Throws ERR_CONFIG for `option` unless `ok`. */
+function need(ok: unknown, option: string, value: unknown, why = 'bad value'): asserts ok {
+  if (!ok) throw new WsdsError('ERR_CONFIG', `${option}: ${why} ${JSON.stringify(value) ?? String(value)}`)
 }
 
 function resolveUrl(url: string): string {
-  if (typeof url !== 'string' || url === '') throw configError('url', url)
+  need(isString(url) && url !== '', 'url', url)
   const base = (globalThis as { location?: { href?: string } }).location?.href
-  let parsed: URL
+  let parsed: URL | undefined
   try {
     parsed = new URL(url, base)
-  } catch (cause) {
-    throw new WsdsError('ERR_CONFIG', `url: cannot resolve ${JSON.stringify(url)}${base ? '' : ' without a page location'}`, { cause })
-  }
-  if (parsed.protocol === 'http:') parsed.protocol = 'ws:'
-  else if (parsed.protocol === 'https:') parsed.protocol = 'wss:'
-  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw configError('url', url)
+    // http -> ws, https -> wss
+    parsed.protocol = parsed.protocol.replace(/^http/, 'ws')
+  } catch {}
+  need(parsed && /^wss?:$/.test(parsed.protocol), 'url', url, base || parsed ? 'bad value' : 'no page location to resolve')
+  parsed = parsed!
   // WebSocket URLs may not carry a fragment; a page URL's would make the constructor throw.
   parsed.hash = ''
   return parsed.href
 }
 
 function checkKeys(keys: readonly string[]): readonly string[] {
-  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((key) => typeof key === 'string' && key !== '')) {
-    throw new WsdsError('ERR_CONFIG', 'keys: must be a non-empty array of the key set\'s key strings')
+  // Never in the message: the keys are the app's secrets.
+  if (!(Array.isArray(keys) && keys.length > 0 && keys.every((key) => isString(key) && key !== ''))) {
+    throw new WsdsError('ERR_CONFIG', 'keys: need non-empty strings')
   }
   return Object.freeze([...keys])
 }
@@ -581,8 +571,8 @@ function reconnectPolicy(option: ConnectOptions['reconnect']): Required<Reconnec
   if (option === false) return null
   const o = option === true || option === undefined ? {} : option
   const policy = { minDelayMs: o.minDelayMs ?? 500, maxDelayMs: o.maxDelayMs ?? 30000, maxAttempts: o.maxAttempts ?? Infinity }
-  if (!(policy.minDelayMs >= 0 && policy.minDelayMs < 2 ** 31)) throw configError('reconnect.minDelayMs', policy.minDelayMs)
-  if (!(policy.maxDelayMs >= policy.minDelayMs && policy.maxDelayMs < 2 ** 31)) throw configError('reconnect.maxDelayMs', policy.maxDelayMs)
-  if (!(policy.maxAttempts >= 0)) throw configError('reconnect.maxAttempts', policy.maxAttempts)
+  need(isDelay(policy.minDelayMs), 'reconnect.minDelayMs', policy.minDelayMs)
+  need(isDelay(policy.maxDelayMs) && policy.maxDelayMs >= policy.minDelayMs, 'reconnect.maxDelayMs', policy.maxDelayMs)
+  need(policy.maxAttempts >= 0, 'reconnect.maxAttempts', policy.maxAttempts)
   return policy
 }

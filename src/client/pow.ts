@@ -5,7 +5,7 @@
  * input, rendering and requestAnimationFrame keep running; no Worker (a blob: worker is
  * what a strict CSP forbids, and a worker script would be a second file to serve).
  */
-import { compress, initialState, pad } from './sha256.ts'
+import { digestWords } from './sha256.ts'
 
 export interface PowSolution {
   nonce: string
@@ -20,57 +20,37 @@ export interface SolveOptions {
   cancelled?: () => boolean
 }
 
-const now = (): number => (typeof performance === 'object' ? performance.now() : Date.now())
+// Browsers and Node (the SDK's two homes) both have `performance`.
+const now = (): number => performance.now()
 
 /**
  * Yields to the event loop without setTimeout's 4 ms clamp where the platform allows. Not
  * `scheduler.yield()`: Chromium runs its continuations ahead of rendering, and a page solving
  * an 18-bit puzzle drew 8 frames a second with it against 55 with a message (docs/benchmarks.md).
  */
-function yieldToLoop(): Promise<void> {
-  if (typeof MessageChannel === 'function') {
-    return new Promise((resolve) => {
-      const channel = new MessageChannel()
-      channel.port1.onmessage = () => {
-        channel.port1.close()
-        resolve()
-      }
-      channel.port2.postMessage(0)
-    })
-  }
-  return new Promise((resolve) => setTimeout(resolve, 0))
-}
+const yieldToLoop = (): Promise<unknown> =>
+  new Promise((resolve) => {
+    if (typeof MessageChannel !== 'function') return setTimeout(resolve)
+    const { port1, port2 } = new MessageChannel()
+    port1.onmessage = () => resolve(port1.close())
+    port2.postMessage(0)
+  })
 
-/** True when the state words `h` start with `bits` zero bits. */
-function leadingZeros(h: Int32Array, bits: number): boolean {
-  for (let i = 0; bits > 0; i++, bits -= 32) {
-    if (bits >= 32 ? h[i] !== 0 : h[i]! >>> (32 - bits) !== 0) return false
-  }
-  return true
-}
 
 /** Finds a nonce for `token` at `bits`; null when cancelled. */
 export async function solvePow(token: string, bits: number, options: SolveOptions = {}): Promise<PowSolution | null> {
-  if (!Number.isInteger(bits) || bits < 0 || bits > 32) throw new RangeError(`pow bits must be 0..32, got ${bits}`)
+  if (!(Number.isInteger(bits) && bits >= 0 && bits <= 32)) throw new RangeError(`pow bits must be 0..32, got ${bits}`)
   const sliceMs = options.sliceMs ?? 8
   const started = now()
   const prefix = token + ':'
-  const bytes = new Uint8Array(prefix.length + 32)
-  for (let i = 0; i < prefix.length; i++) bytes[i] = prefix.charCodeAt(i) & 0x7f
-  const m = new Int32Array(((bytes.length + 72) >> 6) * 16)
-  const base = initialState()
-  const h = new Int32Array(8)
   for (let n = 0; ; ) {
     const sliceEnd = now() + sliceMs
     do {
       // Checking the clock costs more than a hash: look at it every 256 nonces.
       for (let k = 0; k < 256; k++, n++) {
-        const digits = String(n)
-        let len = prefix.length
-        for (let i = 0; i < digits.length; i++) bytes[len++] = digits.charCodeAt(i)
-        h.set(base)
-        compress(h, m, pad(bytes, len, m))
-        if (leadingZeros(h, bits)) return { nonce: digits, ms: Math.round(now() - started) }
+        // 7-bit bytes, as the gateway's powInput (src/core/pow.ts) reads the token.
+        // The first `bits` (0..32) bits of the digest are zero; `>>> 32` would shift by 0.
+        if (!bits || !(digestWords(prefix + n, 127)[0]! >>> (32 - bits))) return { nonce: String(n), ms: Math.round(now() - started) }
       }
     } while (now() < sliceEnd)
     await yieldToLoop()

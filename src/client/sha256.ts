@@ -19,24 +19,39 @@ for (let n = 2, i = 0; i < 64; n++) {
 }
 
 const W = new Int32Array(64)
+const H = new Int32Array(8)
+let M = new Int32Array(16)
+const ror = (x: number, n: number): number => (x >>> n) | (x << (32 - n))
 
-/** Runs the compression function over `blocks` 64-byte blocks of big-endian words `m` into `h`. */
-export function compress(h: Int32Array, m: Int32Array, blocks: number): void {
-  for (let b = 0; b < blocks; b++) {
-    for (let t = 0; t < 16; t++) W[t] = m[b * 16 + t]!
+/**
+ * SHA-256 of `text`, one byte per UTF-16 code unit (masked with `mask`), as the eight state
+ * words. The returned array and the message buffer are reused by the next call: a search of
+ * 2^16 hashes allocates nothing per hash.
+ */
+export function digestWords(text: string, mask = 255): Int32Array {
+  const len = text.length
+  const words = ((len + 72) >> 6) * 16
+  if (M.length < words) M = new Int32Array(words)
+  const m = M.fill(0, 0, words)
+  // Padding (FIPS 180-4, 5.1.1): 0x80, zeros, the length in bits as a 64-bit big-endian number.
+  for (let i = 0; i < len; i++) m[i >> 2]! |= (text.charCodeAt(i) & mask) << (24 - (i & 3) * 8)
+  m[len >> 2]! |= 0x80 << (24 - (len & 3) * 8)
+  m[words - 2] = (len / 2 ** 29) | 0
+  m[words - 1] = len << 3
+  const h = H
+  h.set(H0)
+  for (let b = 0; b < words; b += 16) {
+    // Two loops: one merged loop would read W at negative indices, V8's slow path.
+    W.set(m.subarray(b, b + 16))
     for (let t = 16; t < 64; t++) {
       const x = W[t - 15]!
       const y = W[t - 2]!
-      W[t] =
-        (((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3)) +
-        W[t - 7]! +
-        (((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10)) +
-        W[t - 16]! | 0
+      W[t] = (ror(x, 7) ^ ror(x, 18) ^ (x >>> 3)) + W[t - 7]! + (ror(y, 17) ^ ror(y, 19) ^ (y >>> 10)) + W[t - 16]! | 0
     }
     let a = h[0]!, bb = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!
     for (let t = 0; t < 64; t++) {
-      const t1 = (hh + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K[t]! + W[t]!) | 0
-      const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
+      const t1 = (hh + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K[t]! + W[t]!) | 0
+      const t2 = ((ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
       hh = g
       g = f
       f = e
@@ -46,36 +61,24 @@ export function compress(h: Int32Array, m: Int32Array, blocks: number): void {
       bb = a
       a = (t1 + t2) | 0
     }
-    h[0] = (h[0]! + a) | 0
-    h[1] = (h[1]! + bb) | 0
-    h[2] = (h[2]! + c) | 0
-    h[3] = (h[3]! + d) | 0
-    h[4] = (h[4]! + e) | 0
-    h[5] = (h[5]! + f) | 0
-    h[6] = (h[6]! + g) | 0
-    h[7] = (h[7]! + hh) | 0
+    // Int32Array stores wrap mod 2^32, so += is the 32-bit addition.
+    h[0]! += a
+    h[1]! += bb
+    h[2]! += c
+    h[3]! += d
+    h[4]! += e
+    h[5]! += f
+    h[6]! += g
+    h[7]! += hh
   }
+  return h
 }
-
-/** Writes `bytes[0..len)` padded (FIPS 180-4, 5.1.1) into `m` as words; returns the block count. */
-export function pad(bytes: Uint8Array, len: number, m: Int32Array): number {
-  const blocks = (len + 72) >> 6
-  m.fill(0, 0, blocks * 16)
-  for (let i = 0; i < len; i++) m[i >> 2]! |= bytes[i]! << (24 - (i & 3) * 8)
-  m[len >> 2]! |= 0x80 << (24 - (len & 3) * 8)
-  m[blocks * 16 - 2] = (len / 2 ** 29) | 0
-  m[blocks * 16 - 1] = len << 3
-  return blocks
-}
-
-/** Fresh state for `compress`. */
-export const initialState = (): Int32Array => H0.slice()
 
 /** SHA-256 of `data`. */
 export function sha256(data: Uint8Array): Uint8Array {
-  const m = new Int32Array(((data.length + 72) >> 6) * 16)
-  const h = initialState()
-  compress(h, m, pad(data, data.length, m))
+  let text = ''
+  for (const byte of data) text += String.fromCharCode(byte)
+  const h = digestWords(text)
   const out = new Uint8Array(32)
   for (let i = 0; i < 32; i++) out[i] = h[i >> 2]! >>> (24 - (i & 3) * 8)
   return out

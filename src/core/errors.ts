@@ -35,8 +35,9 @@ export interface WsdsErrorOptions {
 
 export class WsdsError extends Error {
   override readonly name = 'WsdsError'
-  readonly code: WsdsErrorCode
-  readonly closeCode: number | undefined
+  // Declared, not initialized: the constructor sets both, and no field initializers reach the SDK bundle.
+  declare readonly code: WsdsErrorCode
+  declare readonly closeCode: number | undefined
 
   constructor(code: WsdsErrorCode, message: string, options: WsdsErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
