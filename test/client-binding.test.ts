@@ -93,9 +93,22 @@ describe('SDK request binding', () => {
 })
 
 describe('SDK size', () => {
-  it('stays within 5 KB minified and gzipped, binding included', async () => {
-    const out = await build({ entryPoints: [new URL('../src/client/index.ts', import.meta.url).pathname], bundle: true, minify: true, format: 'esm', write: false })
-    const gz = gzipSync(out.outputFiles[0]!.contents, { level: 9 }).length
+  it('stays within 5 KB minified and gzipped, binding included; the proof-of-work solver is a chunk of its own', async () => {
+    // Split as Vite and Rollup split by default: the entry is what a page loads to verify;
+    // the solver's chunk is fetched only when a challenge asks for work.
+    const out = await build({
+      entryPoints: [new URL('../src/client/index.ts', import.meta.url).pathname],
+      bundle: true,
+      minify: true,
+      format: 'esm',
+      splitting: true,
+      outdir: '/virtual',
+      write: false,
+    })
+    const [entry, ...chunks] = out.outputFiles.sort((a, b) => Number(b.path.endsWith('/index.js')) - Number(a.path.endsWith('/index.js')))
+    const gz = gzipSync(entry!.contents, { level: 9 }).length
+    assert.ok(entry!.path.endsWith('/index.js'))
+    assert.equal(chunks.length, 1, 'one on-demand chunk: the proof-of-work solver')
     assert.ok(gz <= 5 * 1024, `${gz} bytes`)
   })
 })

@@ -12,7 +12,6 @@ import {
   type RejectReason,
 } from '../core/protocol.ts'
 import { decodeProgram, runProgram, treeSignature, type TreeNode } from '../core/program.ts'
-import { solvePow } from './pow.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
 export type { RejectReason } from '../core/protocol.ts'
@@ -265,7 +264,11 @@ export function connect(options: ConnectOptions): WsdsSession {
       // Proof of work (docs/protocol.md): solved in slices that yield, so the page and its
       // requests (still admitted during a re-challenge) carry on meanwhile.
       // A difficulty the solver refuses (over 32 bits) gets no answer: the gateway's deadline decides.
-      const work = challenge.pow ? await solvePow(challenge.token, challenge.pow.bits, { cancelled: () => !live() }).catch(() => null) : undefined
+      // The solver (a pure-JS SHA-256: no crypto.subtle on plain http) is loaded on first use,
+      // so bundlers that split code fetch it only when a challenge asks for work.
+      const work = challenge.pow
+        ? await import('./pow.ts').then(({ solvePow }) => solvePow(challenge.token, challenge.pow!.bits, { cancelled: () => !live() })).catch(() => null)
+        : undefined
       if (work === null || !current()) return
       // undefined would drop `result` from the JSON, and the gateway would call it bad-message;
       // an undefined `pow` is dropped, as it should be.
