@@ -7,26 +7,15 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { loadConfig } from '../src/server/config.ts'
-import { chromiumBinary } from './helpers/browser.ts'
+import { chromiumBinary, launchBrowser } from './helpers/browser.ts'
 import { bundlePageScript, PAGE, STRICT_CSP } from './helpers/csp-front.ts'
 import { startTestServer, testKeySet, type TestServer } from './helpers/server.ts'
 import { freePort } from './helpers/services.ts'
 
 const TRUSTED_TYPES_CSP = `${STRICT_CSP}; require-trusted-types-for 'script'`
 
-const LAUNCH_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--host-resolver-rules=MAP * 127.0.0.1',
-]
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN
 
@@ -43,7 +32,7 @@ describe('strict CSP pages in headless Chromium', { skip: chromiumBinary.skip },
     // The pages come from page.route, which Chromium files under the public address space,
     // so its Local Network Access checks would block their socket to 127.0.0.1; a real page
     // is served from the gateway's own origin and never meets them.
-    browser = await chromium.launch({ executablePath: chromiumBinary.path!, headless: true, args: [...LAUNCH_ARGS, '--disable-features=LocalNetworkAccessChecks'] })
+    browser = await launchBrowser(['--disable-features=LocalNetworkAccessChecks'])
   })
   after(async () => {
     await browser?.close()

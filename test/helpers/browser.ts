@@ -8,12 +8,13 @@ export const chromiumBinary = requireBinary('chromium', ['/usr/bin/chromium'])
  * Launches Chromium with every hostname resolved to loopback, so one local server can be
  * reached as an allowed origin and as a forbidden one.
  */
-export async function launchBrowser(): Promise<Browser> {
+export async function launchBrowser(extraArgs: readonly string[] = []): Promise<Browser> {
   if (chromiumBinary.path === null) throw new Error('chromium not installed')
   return chromium.launch({
     executablePath: chromiumBinary.path,
     headless: true,
     args: [
+      ...extraArgs,
       '--headless',
       '--no-sandbox',
       '--disable-gpu',
