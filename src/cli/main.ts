@@ -113,6 +113,12 @@ async function serve(args: string[]): Promise<void> {
   }
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
+  // A client library's promise that nobody awaits (ioredis resubscribing on a connection that
+  // is closing, say) must not take the gateway down: every decision already fails closed on
+  // its own path, so the rejection is logged and the process goes on.
+  process.on('unhandledRejection', (reason) => {
+    running.logger.error({ event: 'unhandled-rejection', error: String(reason) }, 'a promise was rejected and not handled; the gateway goes on')
+  })
 }
 
 async function main(argv: string[]): Promise<void> {
