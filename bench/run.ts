@@ -30,9 +30,10 @@ import { createRandomPool } from '../src/core/random.ts'
 import { ROOT, fdLimits } from './lib/ipc.ts'
 import { cpuDelta, sampleCpu } from './lib/stats.ts'
 import {
+  benchGatewayEnv,
+  benchLoadEnv,
   CPUS,
   DURATION_MS,
-  HOSTNAME,
   IDLE_SOCKETS,
   NOISY_SHARE,
   ORIGIN,
@@ -117,17 +118,8 @@ async function main(): Promise<void> {
   const ctx: SectionContext = {
     keysFile,
     tmp,
-    gatewayEnv: (upstream) => ({
-      PORT: '0',
-      HOST: '127.0.0.1',
-      WSDS_ALLOWED_ORIGINS: ORIGIN,
-      WSDS_KEYS_FILE: keysFile,
-      WSDS_RATE_LIMIT: 'off',
-      WSDS_DEMO: 'off',
-      WSDS_LOG_LEVEL: 'silent',
-      ...(upstream === null ? {} : { WSDS_UPSTREAM: upstream }),
-    }),
-    benchEnv: { BENCH_KEYS_FILE: keysFile, BENCH_ORIGIN: ORIGIN, BENCH_HOSTNAME: HOSTNAME },
+    gatewayEnv: (upstream) => benchGatewayEnv(keysFile, upstream === null ? {} : { WSDS_UPSTREAM: upstream }),
+    benchEnv: benchLoadEnv(keysFile),
     profileArgv: (name) => (PROFILE.has(name) ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench', 'results', 'profiles', name)}`] : []),
     needFds,
   }

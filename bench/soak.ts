@@ -21,7 +21,7 @@ import { createRandomPool } from '../src/core/random.ts'
 import { connectRedis } from '../src/stores/redis.ts'
 import { startRedisServer } from '../test/helpers/redis.ts'
 import { findBinary } from '../test/helpers/services.ts'
-import { ORIGIN, HOSTNAME, fmt, killAll, log, sleep, start, stop, table } from './lib/common.ts'
+import { benchGatewayEnv, benchLoadEnv, fmt, killAll, log, sleep, start, stop, table } from './lib/common.ts'
 import { ROOT, fdLimits, rssKiB, type Child } from './lib/ipc.ts'
 
 const CHURN = Number(process.env.SOAK_CHURN ?? 200_000)
@@ -46,17 +46,8 @@ watchdog.unref()
 const tmp = mkdtempSync(join(tmpdir(), 'wsds-soak-'))
 const keysFile = join(tmp, 'keys.json')
 writeFileSync(keysFile, JSON.stringify(generateKeySet(createRandomPool(), { id: 'soak' })))
-const benchEnv = { BENCH_KEYS_FILE: keysFile, BENCH_ORIGIN: ORIGIN, BENCH_HOSTNAME: HOSTNAME }
-const gatewayEnv = (extra: Record<string, string> = {}) => ({
-  PORT: '0',
-  HOST: '127.0.0.1',
-  WSDS_ALLOWED_ORIGINS: ORIGIN,
-  WSDS_KEYS_FILE: keysFile,
-  WSDS_RATE_LIMIT: 'off',
-  WSDS_DEMO: 'off',
-  WSDS_LOG_LEVEL: 'silent',
-  ...extra,
-})
+const benchEnv = benchLoadEnv(keysFile)
+const gatewayEnv = (extra: Record<string, string> = {}) => benchGatewayEnv(keysFile, extra)
 const gcArgv = ['--expose-gc']
 
 async function settledRss(child: Child): Promise<number> {

@@ -33,6 +33,23 @@ export const NOISY_SHARE = 0.1
 
 export const TARGETS = { handshakeRatio: 0.8, handshakeP99Ms: 10, restRatio: 0.9 }
 
+/** The environment of a gateway under test: configured as `wsds serve` is, quiet, no limits. */
+export function benchGatewayEnv(keysFile: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    WSDS_ALLOWED_ORIGINS: ORIGIN,
+    WSDS_KEYS_FILE: keysFile,
+    WSDS_RATE_LIMIT: 'off',
+    WSDS_DEMO: 'off',
+    WSDS_LOG_LEVEL: 'silent',
+    ...extra,
+  }
+}
+
+/** The environment of a load generator (bench/load/main.ts) for the same key set. */
+export const benchLoadEnv = (keysFile: string): Record<string, string> => ({ BENCH_KEYS_FILE: keysFile, BENCH_ORIGIN: ORIGIN, BENCH_HOSTNAME: HOSTNAME })
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 export const children = new Set<Child>()
 export const log = (text: string) => process.stderr.write(`[bench] ${text}\n`)
