@@ -9,6 +9,7 @@ import { generateKeySet } from '../core/keyset.ts'
 import { createRandomPool } from '../core/random.ts'
 import { describeRule } from '../core/policy.ts'
 import { SETTINGS, loadConfig } from '../server/config.ts'
+import { formatHelp } from '../server/settings-text.ts'
 import { rechallengeCommand } from './rechallenge.ts'
 import { nodeSha256, readPolicyFile } from '../server/policy-file.ts'
 
@@ -21,8 +22,8 @@ const USAGE = `usage:
   wsds policy check FILE               validate a rules file (WSDS_POLICY_FILE) and say what each rule matches
   wsds policy hash-token               read a service token on stdin, print its token_sha256 line
 
-serve options (environment variable in brackets):
-${SETTINGS.map((s) => `  ${(s.flag + ' <value>').padEnd(30)} ${s.help} [${s.env}]`).join('\n')}
+serve options (environment variable in brackets; a flag overrides its variable):
+${formatHelp(SETTINGS)}
 `
 
 function canResolve(pkg: string): boolean {
