@@ -284,12 +284,21 @@ describe('wsds serve flags (node:util parseArgs)', () => {
     throwsConfig(() => flagsToEnv(['--port', '--host', 'x']), 'option --port needs a value')
     throwsConfig(() => flagsToEnv(['--port=']), 'option --port needs a value (PORT)')
     throwsConfig(() => flagsToEnv(['--port', '-5']), /^option --port needs a value \(for one starting with "-", write --port=-5\)$/)
-    throwsConfig(() => flagsToEnv(['--demo=off']), 'option --demo takes no value: use --demo or --no-demo (WSDS_DEMO)')
-    throwsConfig(() => flagsToEnv(['--trust-proxy', 'on']), /^unexpected argument "on": --trust-proxy takes no value/)
+    throwsConfig(() => flagsToEnv(['--demo=maybe']), 'option --demo takes no value: use --demo or --no-demo (WSDS_DEMO)')
+    throwsConfig(() => flagsToEnv(['--trust-proxy', 'maybe']), /^unexpected argument "maybe": --trust-proxy takes no value/)
     throwsConfig(() => flagsToEnv(['serve']), /^unexpected argument "serve"/)
     // A value starting with a dash is still possible, written with "=" (and then checked).
     assert.deepEqual(flagsToEnv(['--port=-5']), { PORT: '-5' })
     throwsConfig(() => loadConfig({}, ['--port=-5']), 'PORT="-5": must be a whole number in [0, 65535]')
+  })
+
+  it('take a switch with the on/off words its variable takes: --demo off, --demo=off, --trust-proxy on', () => {
+    assert.deepEqual(flagsToEnv(['--demo', 'off', '--port', '1']), { WSDS_DEMO: 'off', PORT: '1' })
+    assert.deepEqual(flagsToEnv(['--demo=off']), { WSDS_DEMO: 'off' })
+    assert.deepEqual(flagsToEnv(['--demo=on']), { WSDS_DEMO: 'on' })
+    assert.deepEqual(flagsToEnv(['--trust-proxy', 'on']), { WSDS_TRUST_PROXY: 'on' })
+    assert.deepEqual(flagsToEnv(['--trust-proxy', 'false']), { WSDS_TRUST_PROXY: 'off' })
+    assert.deepEqual(flagsToEnv(['--trust-proxy']), { WSDS_TRUST_PROXY: 'on' })
   })
 
   it('refuse a list that declares one flag twice', () => {

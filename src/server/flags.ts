@@ -75,11 +75,12 @@ function explain(argv: readonly string[], options: Options, meanings: Map<string
 /** Parses flags into env-named values (`on`/`off` for switches). Throws ERR_CONFIG. */
 export function parseFlags(list: readonly FlagSetting[], argv: readonly string[]): Record<string, string> {
   const { options, meanings } = optionsOf(list)
+  const args = switchWords(list, argv)
   let tokens
   try {
-    tokens = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false, tokens: true }).tokens
+    tokens = parseArgs({ args, options, strict: true, allowPositionals: false, tokens: true }).tokens
   } catch (err) {
-    throw explain(argv, options, meanings, err)
+    throw explain(args, options, meanings, err)
   }
   const out: Record<string, string> = {}
   // In argument order, so a later flag wins over an earlier one for the same setting.
@@ -93,6 +94,37 @@ export function parseFlags(list: readonly FlagSetting[], argv: readonly string[]
     // `--port=` would otherwise silently drop PORT from the environment and use the default.
     if (token.value === undefined || token.value.trim() === '') throw config(`option ${token.rawName} needs a value (${meaning.env})`)
     out[meaning.env] = token.value
+  }
+  return out
+}
+
+const ON = new Set(['on', 'true', 'yes', '1'])
+const OFF = new Set(['off', 'false', 'no', '0'])
+
+/**
+ * A switch's variable takes on/off, so its flag does too: `--demo off`, `--demo=off` and
+ * `--trust-proxy on` read as `--no-demo` and `--trust-proxy` (what users type after reading
+ * the settings table). Anything else after a switch is left for parseArgs to refuse.
+ */
+function switchWords(list: readonly FlagSetting[], argv: readonly string[]): string[] {
+  const switches = new Set(list.filter((s) => s.negate === 'switch').map((s) => s.flag as string))
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const eq = arg.indexOf('=')
+    const flag = eq === -1 ? arg : arg.slice(0, eq)
+    if (!switches.has(flag)) {
+      out.push(arg)
+      continue
+    }
+    const word = (eq === -1 ? argv[i + 1] : arg.slice(eq + 1))?.trim().toLowerCase()
+    const value = word === undefined ? undefined : ON.has(word) ? true : OFF.has(word) ? false : undefined
+    if (value === undefined) {
+      out.push(arg)
+      continue
+    }
+    out.push(value ? flag : `--no-${flag.slice(2)}`)
+    if (eq === -1) i++
   }
   return out
 }
