@@ -1,0 +1,164 @@
+/**
+ * One WebSocket connection of a session, from opening to close (PROTOCOL.md, Sequence): the
+ * handshake (`hello` with the forms and binding offer), the frames it acts on, answering each
+ * challenge (re-challenges of a verified connection included), binding's key on `verified`,
+ * keep-alive pings and the handshake deadline. What a close means for the session (give up,
+ * or reconnect) is the session's decision: ./index.ts.
+ */
+import { WsdsError } from '../core/errors.ts'
+import { PROTOCOL_VERSION, type ClientMessage, type HelloMessage, type RejectReason } from '../core/protocol.ts'
+import { deriveRequestKey, offerBinding } from './binding.ts'
+import { answerChallenge } from './challenge.ts'
+import { dispatchFrame } from './frames.ts'
+import type { Settings } from './options.ts'
+import type { SessionEvents, WebSocketLike } from './types.ts'
+
+const OPEN = 1
+
+/** A connection as the session sees it. */
+export interface Connection {
+  ws: WebSocketLike
+  /** Set by `connection`; the session reports it before verification too. */
+  id: string | null
+  verified: boolean
+  /** K_req, a non-extractable HMAC key; null when unbound. */
+  key: CryptoKey | null
+}
+
+/** How a connection ended: what the session needs to decide on a reconnect. */
+export interface ConnectionEnd {
+  code: number
+  reason: string
+  /** The `rejected` frame's reason, if one came. */
+  rejected: RejectReason | null
+  /** Whether the socket ever opened. */
+  opened: boolean
+  /** No challenge came within handshakeTimeoutMs. */
+  timedOut: boolean
+}
+
+/** What a connection reports to its session. */
+export interface SessionHooks {
+  /** Whether `conn` is the session's connection (the session goes on or not). */
+  current(conn: Connection): boolean
+  /** current(conn), and the session has not given up. */
+  live(conn: Connection): boolean
+  emit<K extends keyof SessionEvents>(event: K, arg: Parameters<SessionEvents[K]>[0]): void
+  giveUp(error: WsdsError): void
+  verified(conn: Connection): void
+  closed(conn: Connection, end: ConnectionEnd): void
+}
+
+/** Sends `message` if the socket is open; a socket going away decides in its close event. */
+export function send(ws: WebSocketLike, message: ClientMessage): void {
+  if (ws.readyState !== OPEN) return
+  try {
+    ws.send(JSON.stringify(message))
+  } catch {}
+}
+
+/** Opens a connection; null (after giving up) when the socket cannot even be constructed. */
+export function openConnection(settings: Settings, hooks: SessionHooks): Connection | null {
+  let ws: WebSocketLike
+  try {
+    ws = new settings.Socket(settings.url)
+  } catch (cause) {
+    // Browsers throw here for mixed content (ws: from an https page): no retry fixes that.
+    hooks.giveUp(new WsdsError('ERR_CONNECT', `cannot open ${settings.url}`, { cause }))
+    return null
+  }
+  const conn: Connection = { ws, id: null, verified: false, key: null }
+  const live = () => hooks.live(conn)
+  const end: ConnectionEnd = { code: 1006, reason: '', rejected: null, opened: false, timedOut: false }
+  const { handshakeTimeoutMs, pingIntervalMs } = settings
+  const handshakeTimer =
+    handshakeTimeoutMs > 0
+      ? setTimeout(() => {
+          if (!live()) return
+          end.timedOut = true
+          ws.close(1000)
+        }, handshakeTimeoutMs)
+      : undefined
+  let pingTimer: ReturnType<typeof setInterval> | undefined
+  let keyPair: CryptoKeyPair | null = null
+  let latestToken: string | null = null
+
+  ws.onopen = async () => {
+    if (!live()) return
+    end.opened = true
+    // JSON.stringify drops an undefined keySet.
+    const hello: HelloMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...settings.forms], keySet: settings.keySet }
+    if (settings.subtle) {
+      try {
+        // A fresh pair per connection; the private key never leaves WebCrypto.
+        const binding = await offerBinding(settings.subtle)
+        keyPair = binding.keyPair
+        hello.bind = binding.offer
+      } catch {
+        keyPair = null
+      }
+      if (!live()) return
+    }
+    send(ws, hello)
+    if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
+  }
+
+  ws.onmessage = (event: { data?: unknown }) => {
+    if (!live()) return
+    dispatchFrame(event.data, {
+      connection: (id) => hooks.emit('connection', (conn.id = id)),
+      challenge(challenge) {
+        clearTimeout(handshakeTimer)
+        latestToken = challenge.token
+        hooks.emit('challenge', { expiresInMs: challenge.expiresInMs })
+        void answerChallenge(challenge, settings, {
+          live,
+          latest: (token) => token === latestToken,
+          send: (answer) => send(ws, answer),
+          fail(error) {
+            hooks.giveUp(error)
+            ws.close(1000)
+          },
+        })
+      },
+      verified(id, serverKey) {
+        if (serverKey === undefined || keyPair === null) return onVerified(id)
+        // Verified only once the key exists, so no call goes out unsigned.
+        deriveRequestKey(settings.subtle!, keyPair.privateKey, serverKey, id).then(
+          (key) => {
+            if (!live()) return
+            conn.key = key
+            onVerified(id)
+          },
+          () => hooks.current(conn) && ws.close(4400),
+        )
+      },
+      rejected(reason) {
+        hooks.emit('rejected', (end.rejected = reason))
+        // The frame decides, not the close code (PROTOCOL.md, "Close codes"); don't wait for
+        // a gateway (API Gateway) that is slow to close.
+        if (ws.readyState === OPEN) ws.close(1000)
+      },
+    })
+  }
+
+  function onVerified(id: string): void {
+    conn.id = id
+    conn.verified = true
+    hooks.verified(conn)
+  }
+
+  // A close event always follows an error; the decision is made there.
+  ws.onerror = () => {}
+
+  ws.onclose = (event: { code?: number; reason?: string }) => {
+    if (!hooks.current(conn)) return
+    clearInterval(pingTimer)
+    clearTimeout(handshakeTimer)
+    conn.verified = false
+    if (typeof event.code === 'number') end.code = event.code
+    end.reason = typeof event.reason === 'string' ? event.reason : ''
+    hooks.closed(conn, end)
+  }
+  return conn
+}
