@@ -52,7 +52,7 @@ function exchange(url: string, init: { method?: string; headers?: Record<string,
   const answered = new Promise<Answer>((resolve) => (settle = resolve))
   const headers: Record<string, string | number> = {}
   let status = 0
-  const res = {
+  const res: { headersSent: boolean; [method: string]: unknown } = {
     headersSent: false,
     setHeader(name: string, value: string | number) {
       headers[name.toLowerCase()] = value
@@ -60,8 +60,8 @@ function exchange(url: string, init: { method?: string; headers?: Record<string,
     writeHead(code: number, more: Record<string, string | number> = {}) {
       status = code
       for (const [name, value] of Object.entries(more)) headers[name.toLowerCase()] = value
-      this.headersSent = true
-      return this
+      res.headersSent = true
+      return res
     },
     end(body?: string | Buffer) {
       settle({ status, headers, body: body === undefined ? '' : String(body) })
@@ -69,8 +69,8 @@ function exchange(url: string, init: { method?: string; headers?: Record<string,
     destroy() {
       settle({ status: -1, headers, body: '' })
     },
-  } as unknown as ServerResponse
-  return { req, res, answered }
+  }
+  return { req, res: res as unknown as ServerResponse, answered }
 }
 
 const verifiedRecord = (): ConnectionRecord => ({

@@ -4,11 +4,13 @@
  * `WSDS-Signature` header for each REST call. The private key and K_req are non-extractable
  * WebCrypto keys: page script cannot read them out.
  */
+import type { HelloMessage } from '../core/protocol.ts'
 
-/** The binding offer of `hello`, and the private half kept for `verified`. */
-export async function offerBinding(subtle: SubtleCrypto): Promise<{ keyPair: CryptoKeyPair; offer: { alg: 'ECDH-P256'; key: string } }> {
+/** Puts the binding offer in `hello`; resolves with the key pair, kept for `verified`. */
+export async function offerBinding(subtle: SubtleCrypto, hello: HelloMessage): Promise<CryptoKeyPair> {
   const keyPair = await subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits'])
-  return { keyPair, offer: { alg: 'ECDH-P256', key: b64url(await subtle.exportKey('raw', keyPair.publicKey)) } }
+  hello.bind = { alg: 'ECDH-P256', key: b64url(await subtle.exportKey('raw', keyPair.publicKey)) }
+  return keyPair
 }
 
 /** K_req = HKDF-SHA256(Z, salt = connectionId, info = "wsds/1 request binding"), as an HMAC key. */
@@ -26,22 +28,18 @@ export async function deriveRequestKey(subtle: SubtleCrypto, privateKey: CryptoK
 }
 
 /**
- * The string a request's signature covers: "wsds/1\n" T "\n" METHOD "\n" TARGET "\n"
- * connectionId (PROTOCOL.md). `url` resolves against the page; the target is origin-form as
- * fetch sends it (the URL parser's percent-encoding, a bare `?` kept, no fragment), and the
- * method is upper-cased only where fetch does (Fetch standard, "normalize a method").
+ * The `WSDS-Signature` value, `t=<T>, s=<S>`: T = `now` (ms), S = HMAC(K_req, "wsds/1\n" T
+ * "\n" METHOD "\n" TARGET "\n" connectionId) in base64url (PROTOCOL.md, "Request binding").
+ * `url` resolves against the page; TARGET is origin-form as fetch sends it (the URL parser's
+ * percent-encoding, a bare `?` kept, no fragment), and METHOD is upper-cased only where fetch
+ * does (Fetch standard, "normalize a method").
  */
-export function signingInput(t: number, method: string, url: string | URL, id: string): string {
+export async function signRequest(subtle: SubtleCrypto, key: CryptoKey, id: string, method: string, url: string | URL, now: number): Promise<string> {
   const u = new URL(url, (globalThis as { location?: { href?: string } }).location?.href)
   u.hash = ''
   const target = u.href.slice(u.href.indexOf('/', u.protocol.length + 2))
   const m = /^(delete|get|head|options|post|put)$/i.test(method) ? method.toUpperCase() : method
-  return `wsds/1\n${t}\n${m}\n${target}\n${id}`
-}
-
-/** The `WSDS-Signature` value, `t=<T>, s=<S>`, with T = `now` (ms) and S the HMAC in base64url. */
-export async function signRequest(subtle: SubtleCrypto, key: CryptoKey, id: string, method: string, url: string | URL, now: number): Promise<string> {
-  const mac = await subtle.sign('HMAC', key, utf8(signingInput(now, method, url, id)))
+  const mac = await subtle.sign('HMAC', key, utf8(`wsds/1\n${now}\n${m}\n${target}\n${id}`))
   return `t=${now}, s=${b64url(mac)}`
 }
 

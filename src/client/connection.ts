@@ -11,9 +11,10 @@ import { deriveRequestKey, offerBinding } from './binding.ts'
 import { answerChallenge } from './challenge.ts'
 import { dispatchFrame } from './frames.ts'
 import type { Settings } from './options.ts'
+import { closeError, isPermanent } from './session.ts'
 import type { SessionEvents, WebSocketLike } from './types.ts'
 
-const OPEN = 1
+export const OPEN = 1
 
 /** A connection as the session sees it. */
 export interface Connection {
@@ -25,18 +26,6 @@ export interface Connection {
   key: CryptoKey | null
 }
 
-/** How a connection ended: what the session needs to decide on a reconnect. */
-export interface ConnectionEnd {
-  code: number
-  reason: string
-  /** The `rejected` frame's reason, if one came. */
-  rejected: RejectReason | null
-  /** Whether the socket ever opened. */
-  opened: boolean
-  /** No challenge came within handshakeTimeoutMs. */
-  timedOut: boolean
-}
-
 /** What a connection reports to its session. */
 export interface SessionHooks {
   /** Whether `conn` is the session's connection (the session goes on or not). */
@@ -46,7 +35,11 @@ export interface SessionHooks {
   emit<K extends keyof SessionEvents>(event: K, arg: Parameters<SessionEvents[K]>[0]): void
   giveUp(error: WsdsError): void
   verified(conn: Connection): void
-  closed(conn: Connection, end: ConnectionEnd): void
+  /**
+   * The session's connection closed. `error` is why, should the session not reconnect;
+   * `permanent` when a new connection would only be rejected again.
+   */
+  closed(code: number, reason: string, error: WsdsError, permanent: boolean): void
 }
 
 /** Sends `message` if the socket is open; a socket going away decides in its close event. */
@@ -69,13 +62,17 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
   }
   const conn: Connection = { ws, id: null, verified: false, key: null }
   const live = () => hooks.live(conn)
-  const end: ConnectionEnd = { code: 1006, reason: '', rejected: null, opened: false, timedOut: false }
+  let opened = false
+  // The `rejected` frame's reason, if one came.
+  let rejected: RejectReason | null = null
+  // Set when no challenge came in time: the close that follows is retryable, and reported as such.
+  let timedOut = false
   const { handshakeTimeoutMs, pingIntervalMs } = settings
   const handshakeTimer =
     handshakeTimeoutMs > 0
       ? setTimeout(() => {
           if (!live()) return
-          end.timedOut = true
+          timedOut = true
           ws.close(1000)
         }, handshakeTimeoutMs)
       : undefined
@@ -85,15 +82,13 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
 
   ws.onopen = async () => {
     if (!live()) return
-    end.opened = true
+    opened = true
     // JSON.stringify drops an undefined keySet.
     const hello: HelloMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...settings.forms], keySet: settings.keySet }
     if (settings.subtle) {
       try {
         // A fresh pair per connection; the private key never leaves WebCrypto.
-        const binding = await offerBinding(settings.subtle)
-        keyPair = binding.keyPair
-        hello.bind = binding.offer
+        keyPair = await offerBinding(settings.subtle, hello)
       } catch {
         keyPair = null
       }
@@ -134,7 +129,7 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
         )
       },
       rejected(reason) {
-        hooks.emit('rejected', (end.rejected = reason))
+        hooks.emit('rejected', (rejected = reason))
         // The frame decides, not the close code (PROTOCOL.md, "Close codes"); don't wait for
         // a gateway (API Gateway) that is slow to close.
         if (ws.readyState === OPEN) ws.close(1000)
@@ -156,9 +151,9 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
     clearInterval(pingTimer)
     clearTimeout(handshakeTimer)
     conn.verified = false
-    if (typeof event.code === 'number') end.code = event.code
-    end.reason = typeof event.reason === 'string' ? event.reason : ''
-    hooks.closed(conn, end)
+    const code = typeof event.code === 'number' ? event.code : 1006
+    const reason = typeof event.reason === 'string' ? event.reason : ''
+    hooks.closed(code, reason, closeError(settings, code, rejected, opened, timedOut), isPermanent(rejected))
   }
   return conn
 }

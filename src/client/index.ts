@@ -8,9 +8,9 @@
  */
 import { WsdsError } from '../core/errors.ts'
 import { signRequest } from './binding.ts'
-import { openConnection, type Connection, type SessionHooks } from './connection.ts'
+import { OPEN, openConnection, type Connection, type SessionHooks } from './connection.ts'
 import { readOptions, reconnectDelay } from './options.ts'
-import { closeError, createEvents, isPermanent } from './session.ts'
+import { createEvents } from './session.ts'
 import type { ConnectOptions, WsdsSession } from './types.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
@@ -28,7 +28,6 @@ export type {
 
 type Waiter = [resolve: (id: string) => void, reject: (error: unknown) => void]
 
-const OPEN = 1
 
 export function connect(options: ConnectOptions): WsdsSession {
   const settings = readOptions(options)
@@ -61,12 +60,12 @@ export function connect(options: ConnectOptions): WsdsSession {
       for (const waiter of waiters.splice(0)) waiter[0](conn.id!)
       events.emit('verified', conn.id!)
     },
-    closed(_conn, end) {
+    closed(code, reason, error, permanent) {
       current = null
       const backoff = settings.backoff
-      const willReconnect = !stopped && backoff !== null && !isPermanent(end.rejected) && retries < backoff.maxAttempts
-      if (!willReconnect) hooks.giveUp(closeError(end, settings))
-      events.emit('closed', { code: end.code, reason: end.reason, willReconnect })
+      const willReconnect = !stopped && backoff !== null && !permanent && retries < backoff.maxAttempts
+      if (!willReconnect) hooks.giveUp(error)
+      events.emit('closed', { code, reason, willReconnect })
       if (willReconnect && !stopped) reconnectTimer = setTimeout(open, reconnectDelay(backoff, retries++, Math.random()))
     },
   }

@@ -4,7 +4,7 @@
  */
 import { WsdsError } from '../core/errors.ts'
 import type { RejectReason } from '../core/protocol.ts'
-import type { ConnectionEnd, SessionHooks } from './connection.ts'
+import type { SessionHooks } from './connection.ts'
 import type { Settings } from './options.ts'
 import type { WsdsSession } from './types.ts'
 
@@ -43,11 +43,16 @@ export function createEvents(): Pick<WsdsSession, 'on'> & Pick<SessionHooks, 'em
 }
 
 /** Why a session that will not reconnect ended: the error `ready` and fetch() reject with. */
-export function closeError(end: ConnectionEnd, settings: Pick<Settings, 'url' | 'handshakeTimeoutMs'>): WsdsError {
-  const { rejected: reason, code: closeCode } = end
-  if (end.timedOut && reason === null) return new WsdsError('ERR_HANDSHAKE_TIMEOUT', `no challenge in ${settings.handshakeTimeoutMs} ms`, { closeCode })
+export function closeError(
+  settings: Pick<Settings, 'url' | 'handshakeTimeoutMs'>,
+  closeCode: number,
+  reason: RejectReason | null,
+  opened: boolean,
+  handshakeTimedOut: boolean,
+): WsdsError {
+  if (handshakeTimedOut && reason === null) return new WsdsError('ERR_HANDSHAKE_TIMEOUT', `no challenge in ${settings.handshakeTimeoutMs} ms`, { closeCode })
   return reason !== null
     ? // A reason from a newer gateway is not in the code union; report it in the message only.
-      new WsdsError(REASONS.includes(reason) ? (reason as RejectReason) : 'ERR_CLOSED', 'rejected: ' + reason, { closeCode })
-    : new WsdsError(end.opened ? 'ERR_CLOSED' : 'ERR_CONNECT', end.opened ? `closed (${closeCode}) before verification` : 'cannot connect to ' + settings.url, { closeCode })
+      new WsdsError(REASONS.includes(reason) ? reason : 'ERR_CLOSED', 'rejected: ' + reason, { closeCode })
+    : new WsdsError(opened ? 'ERR_CLOSED' : 'ERR_CONNECT', opened ? `closed (${closeCode}) before verification` : 'cannot connect to ' + settings.url, { closeCode })
 }
