@@ -17,8 +17,9 @@ import { deriveRequestKey, offerBinding, signRequest } from '../src/client/bindi
 import { answerChallenge, evaluateChallenge } from '../src/client/challenge.ts'
 import { dispatchFrame, type FrameHandlers } from '../src/client/frames.ts'
 import { readOptions, reconnectDelay, reconnectPolicy } from '../src/client/options.ts'
-import { closeError, createEvents, isPermanent } from '../src/client/session.ts'
-import type { WebSocketConstructor } from '../src/client/types.ts'
+import { closeError, createEvents, createWaiters, isPermanent } from '../src/client/session.ts'
+import { sendHello } from '../src/client/connection.ts'
+import type { WebSocketConstructor, WebSocketLike } from '../src/client/types.ts'
 
 const subtle = globalThis.crypto.subtle
 
@@ -219,6 +220,61 @@ describe('binding keys and the signature header', () => {
     assert.equal(await signRequest(subtle, key, ID, 'get', 'https://app.test/api/a b?#frag', t), `t=${t}, s=${mac(`wsds/1\n${t}\nGET\n/api/a%20b?\n${ID}`)}`)
     assert.equal(await signRequest(subtle, key, ID, 'patch', new URL('https://app.test/api/x?q=1'), t), `t=${t}, s=${mac(`wsds/1\n${t}\npatch\n/api/x?q=1\n${ID}`)}`)
     assert.match(await signRequest(subtle, key, ID, 'GET', 'https://app.test/', t), /^t=1700000000000, s=[A-Za-z0-9_-]{43}$/)
+  })
+})
+
+describe('the handshake', () => {
+  const socket = () => {
+    const frames: unknown[] = []
+    const ws = { readyState: 1, send: (text: string) => void frames.push(JSON.parse(text)) } as unknown as WebSocketLike
+    return { ws, frames }
+  }
+
+  it('sends hello with the forms, the key set and a binding offer the gateway accepts, and keeps the key pair', async () => {
+    const { ws, frames } = socket()
+    const keyPair = await sendHello(ws, { forms: ['program', 'code'], keySet: 'ks-1', subtle }, () => true)
+    assert.ok(keyPair !== null)
+    const hello = frames[0] as HelloMessage
+    assert.deepEqual({ ...hello, bind: undefined }, { action: 'hello', v: 1, forms: ['program', 'code'], keySet: 'ks-1', bind: undefined })
+    assert.notEqual(parseBindOffer(hello.bind), null)
+  })
+
+  it('sends an unbound hello without WebCrypto, and nothing once the socket stopped being live', async () => {
+    const unbound = socket()
+    assert.equal(await sendHello(unbound.ws, { forms: ['code'], keySet: undefined, subtle: undefined }, () => true), null)
+    assert.deepEqual(unbound.frames, [{ action: 'hello', v: 1, forms: ['code'] }])
+    const gone = socket()
+    assert.equal(await sendHello(gone.ws, { forms: ['code'], keySet: undefined, subtle }, () => false), null)
+    assert.deepEqual(gone.frames, [])
+  })
+})
+
+describe('waiting for verification', () => {
+  it('settles ready and every waiter with the verified id', async () => {
+    const waiters = createWaiters()
+    const later = waiters.wait(null)
+    waiters.settle('conn-1')
+    assert.deepEqual(await Promise.all([waiters.ready, later]), ['conn-1', 'conn-1'])
+  })
+
+  it('rejects them all with the error that ended the session', async () => {
+    const waiters = createWaiters()
+    const later = waiters.wait(undefined)
+    const error = new WsdsError('ERR_CLOSED', 'closed by close()')
+    waiters.settle(error)
+    await assert.rejects(waiters.ready, error)
+    await assert.rejects(later, error)
+  })
+
+  it('lets a caller stop waiting through its AbortSignal, leaving the others waiting', async () => {
+    const waiters = createWaiters()
+    const controller = new AbortController()
+    const aborted = waiters.wait(controller.signal)
+    controller.abort(new Error('user navigated away'))
+    await assert.rejects(aborted, /user navigated away/)
+    await assert.rejects(waiters.wait(AbortSignal.abort(new Error('already'))), /already/)
+    waiters.settle('conn-2')
+    assert.equal(await waiters.ready, 'conn-2')
   })
 })
 

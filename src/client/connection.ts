@@ -50,6 +50,26 @@ export function send(ws: WebSocketLike, message: ClientMessage): void {
   } catch {}
 }
 
+/**
+ * The handshake's first frame (PROTOCOL.md, Sequence 3): `hello` with the forms, the key set
+ * and, where WebCrypto exists, the binding offer. Resolves with the binding key pair (null:
+ * unbound); sends nothing if the socket stopped being live meanwhile.
+ */
+export async function sendHello(ws: WebSocketLike, settings: Pick<Settings, 'forms' | 'keySet' | 'subtle'>, live: () => boolean): Promise<CryptoKeyPair | null> {
+  // JSON.stringify drops an undefined keySet.
+  const hello: HelloMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...settings.forms], keySet: settings.keySet }
+  let keyPair: CryptoKeyPair | null = null
+  if (settings.subtle) {
+    try {
+      // A fresh pair per connection; the private key never leaves WebCrypto.
+      keyPair = await offerBinding(settings.subtle, hello)
+    } catch {}
+    if (!live()) return null
+  }
+  send(ws, hello)
+  return keyPair
+}
+
 /** Opens a connection; null (after giving up) when the socket cannot even be constructed. */
 export function openConnection(settings: Settings, hooks: SessionHooks): Connection | null {
   let ws: WebSocketLike
@@ -83,19 +103,8 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
   ws.onopen = async () => {
     if (!live()) return
     opened = true
-    // JSON.stringify drops an undefined keySet.
-    const hello: HelloMessage = { action: 'hello', v: PROTOCOL_VERSION, forms: [...settings.forms], keySet: settings.keySet }
-    if (settings.subtle) {
-      try {
-        // A fresh pair per connection; the private key never leaves WebCrypto.
-        keyPair = await offerBinding(settings.subtle, hello)
-      } catch {
-        keyPair = null
-      }
-      if (!live()) return
-    }
-    send(ws, hello)
-    if (pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
+    keyPair = await sendHello(ws, settings, live)
+    if (live() && pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
   }
 
   ws.onmessage = (event: { data?: unknown }) => {

@@ -10,7 +10,7 @@ import { WsdsError } from '../core/errors.ts'
 import { signRequest } from './binding.ts'
 import { OPEN, openConnection, type Connection, type SessionHooks } from './connection.ts'
 import { readOptions, reconnectDelay } from './options.ts'
-import { createEvents } from './session.ts'
+import { createEvents, createWaiters } from './session.ts'
 import type { ConnectOptions, WsdsSession } from './types.ts'
 
 export { WsdsError, isWsdsError, type WsdsErrorCode } from '../core/errors.ts'
@@ -26,8 +26,6 @@ export type {
   WsdsSession,
 } from './types.ts'
 
-type Waiter = [resolve: (id: string) => void, reject: (error: unknown) => void]
-
 
 export function connect(options: ConnectOptions): WsdsSession {
   const settings = readOptions(options)
@@ -36,13 +34,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   let retries = 0
   let stopped: WsdsError | null = null
   let reconnectTimer: ReturnType<typeof setTimeout> | undefined
-  // Callers waiting for a verified connection; `ready` is the first of them, so it settles
-  // with the first verification or with giving up before one.
-  let waiters: Waiter[] = []
-  const ready = new Promise<string>((resolve, reject) => void waiters.push([resolve, reject]))
-  // Marks the promise handled: a page that never awaits `ready` must not get an
-  // unhandledrejection for a session it has already seen fail through events.
-  ready.catch(() => {})
+  // `ready` settles with the first verification, or with giving up before one.
+  const waiters = createWaiters()
 
   const hooks: SessionHooks = {
     current: (conn) => conn === current,
@@ -53,11 +46,11 @@ export function connect(options: ConnectOptions): WsdsSession {
       stopped = error
       if (current) current.verified = false
       clearTimeout(reconnectTimer)
-      for (const waiter of waiters.splice(0)) waiter[1](error)
+      waiters.settle(error)
     },
     verified(conn) {
       retries = 0
-      for (const waiter of waiters.splice(0)) waiter[0](conn.id!)
+      waiters.settle(conn.id!)
       events.emit('verified', conn.id!)
     },
     closed(code, reason, error, permanent) {
@@ -71,24 +64,8 @@ export function connect(options: ConnectOptions): WsdsSession {
   }
   const open = (): void => void (current = openConnection(settings, hooks))
 
-  function whenVerified(signal: AbortSignal | null | undefined): Promise<string> {
-    if (stopped) return Promise.reject(stopped)
-    if (current?.verified && current.id !== null) return Promise.resolve(current.id)
-    return new Promise<string>((resolve, reject) => {
-      const settle =
-        (fn: (value: any) => void) =>
-        (value: unknown): void => {
-          signal?.removeEventListener('abort', abort)
-          waiters = waiters.filter((w) => w !== waiter)
-          fn(value)
-        }
-      const waiter: Waiter = [settle(resolve), settle(reject)]
-      const abort = () => waiter[1](signal!.reason)
-      if (signal?.aborted) return abort()
-      signal?.addEventListener('abort', abort, { once: true })
-      waiters.push(waiter)
-    })
-  }
+  const whenVerified = (signal: AbortSignal | null | undefined): Promise<string> =>
+    stopped ? Promise.reject(stopped) : current?.verified && current.id !== null ? Promise.resolve(current.id) : waiters.wait(signal)
 
   /** The current connection's signature for a request, or null when it is not bound. */
   const signature = (id: string, method: string, url: string | URL): Promise<string | null> =>
@@ -102,7 +79,7 @@ export function connect(options: ConnectOptions): WsdsSession {
     get verified() {
       return current?.verified ?? false
     },
-    ready,
+    ready: waiters.ready,
     async fetch(input, init) {
       const id = await whenVerified(init?.signal)
       const isRequest = typeof Request === 'function' && input instanceof Request

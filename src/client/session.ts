@@ -42,6 +42,44 @@ export function createEvents(): Pick<WsdsSession, 'on'> & Pick<SessionHooks, 'em
   }
 }
 
+type Waiter = [resolve: (id: string) => void, reject: (error: unknown) => void]
+
+/**
+ * Callers waiting for a verified connection. `ready` is the first of them, so it settles with
+ * the first verification or with giving up before one; fetch() and sign() wait here while
+ * the session is between connections.
+ */
+export function createWaiters(): { ready: Promise<string>; wait(signal: AbortSignal | null | undefined): Promise<string>; settle(outcome: string | WsdsError): void } {
+  let waiters: Waiter[] = []
+  const ready = new Promise<string>((resolve, reject) => void waiters.push([resolve, reject]))
+  // Marks the promise handled: a page that never awaits `ready` must not get an
+  // unhandledrejection for a session it has already seen fail through events.
+  ready.catch(() => {})
+  return {
+    ready,
+    /** Waits for the next verification, or giving up; honours `signal`. */
+    wait: (signal) =>
+      new Promise<string>((resolve, reject) => {
+        const settle =
+          (fn: (value: any) => void) =>
+          (value: unknown): void => {
+            signal?.removeEventListener('abort', abort)
+            waiters = waiters.filter((w) => w !== waiter)
+            fn(value)
+          }
+        const waiter: Waiter = [settle(resolve), settle(reject)]
+        const abort = () => waiter[1](signal!.reason)
+        if (signal?.aborted) return abort()
+        signal?.addEventListener('abort', abort, { once: true })
+        waiters.push(waiter)
+      }),
+    /** Resolves every waiter with the verified id, or rejects them all with why the session ended. */
+    settle(outcome) {
+      for (const waiter of waiters.splice(0)) waiter[typeof outcome === 'string' ? 0 : 1](outcome as string & WsdsError)
+    },
+  }
+}
+
 /** Why a session that will not reconnect ended: the error `ready` and fetch() reject with. */
 export function closeError(
   settings: Pick<Settings, 'url' | 'handshakeTimeoutMs'>,
