@@ -28,25 +28,26 @@ let M = new Int32Array(16)
 const ror = (x: number, n: number): number => (x >>> n) | (x << (32 - n))
 
 /**
- * The padded message buffer for `len` bytes, zeroed, with the padding in place (FIPS 180-4,
- * 5.1.1): 0x80, zeros, the length in bits as a 64-bit big-endian number. The caller ORs the
- * bytes in, big-endian within each word.
+ * Readies M for a message of `len` bytes: zeroed, with the padding in place (FIPS 180-4,
+ * 5.1.1): 0x80, zeros, the length in bits as a 64-bit big-endian number. Returns the padded
+ * length in words; the caller then ORs the bytes into M, big-endian within each word.
  */
-function message(len: number): Int32Array {
+function pad(len: number): number {
   const words = ((len + 72) >> 6) * 16
   if (M.length < words) M = new Int32Array(words)
-  const m = M.fill(0, 0, words)
-  m[len >> 2]! |= 0x80 << (24 - (len & 3) * 8)
-  m[words - 2] = (len / 2 ** 29) | 0
-  m[words - 1] = len << 3
-  return m.subarray(0, words)
+  M.fill(0, 0, words)
+  M[len >> 2]! |= 0x80 << (24 - (len & 3) * 8)
+  M[words - 2] = (len / 2 ** 29) | 0
+  M[words - 1] = len << 3
+  return words
 }
 
-/** Runs the compression function over the padded `m`; returns the (reused) state words. */
-function compress(m: Int32Array): Int32Array {
+/** Runs the compression function over the first `words` of M; returns the (reused) state words. */
+function compress(words: number): Int32Array {
   const h = H
+  const m = M
   h.set(H0)
-  for (let b = 0; b < m.length; b += 16) {
+  for (let b = 0; b < words; b += 16) {
     // Two loops: one merged loop would read W at negative indices, V8's slow path.
     W.set(m.subarray(b, b + 16))
     for (let t = 16; t < 64; t++) {
@@ -86,17 +87,19 @@ function compress(m: Int32Array): Int32Array {
  */
 export function digestWords(text: string, mask = 255): Int32Array {
   const len = text.length
-  const m = message(len)
+  const words = pad(len)
+  const m = M
   for (let i = 0; i < len; i++) m[i >> 2]! |= (text.charCodeAt(i) & mask) << (24 - (i & 3) * 8)
-  return compress(m)
+  return compress(words)
 }
 
 /** SHA-256 of `data`, a new array. */
 export function sha256(data: Uint8Array): Uint8Array {
   const len = data.length
-  const m = message(len)
+  const words = pad(len)
+  const m = M
   for (let i = 0; i < len; i++) m[i >> 2]! |= data[i]! << (24 - (i & 3) * 8)
-  const h = compress(m)
+  const h = compress(words)
   const out = new Uint8Array(32)
   for (let i = 0; i < 32; i++) out[i] = h[i >> 2]! >>> (24 - (i & 3) * 8)
   return out
