@@ -15,7 +15,7 @@ import type { ConnectionRecord, Store, StoreStatus } from '../src/core/store.ts'
 import { loadConfig, type ServerConfig } from '../src/server/config.ts'
 import { httpUrl, listenTcp, shutdown, type ServerParts } from '../src/server/listen.ts'
 import { WS_PATH, pathOf } from '../src/server/router.ts'
-import { assembleServer, gatewayOptions, openBackend, prepareKeyRing, startServer, type AssembledServer } from '../src/server/server.ts'
+import { assembleServer, gatewayOptions, loadEngineChecks, openBackend, prepareKeyRing, startServer, type AssembledServer } from '../src/server/server.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
 import { createRandomPool } from '../src/core/random.ts'
 import { generateKeySet } from '../src/core/keyset.ts'
@@ -308,6 +308,13 @@ describe('the parts assembled from the configuration', () => {
     assert.ok(withPow.powPolicy !== null && withPow.powPolicy !== undefined)
     assert.equal(withPow.path, WS_PATH)
     void deps.store.close()
+  })
+
+  it('loads engine checks only when WSDS_ENGINE_CHECKS asks for them', async () => {
+    assert.equal(await loadEngineChecks({ engineChecks: 'off' }, silent), undefined)
+    // parse5 is a dev dependency here, so monitor mode gets its checks.
+    const checks = await loadEngineChecks({ engineChecks: 'monitor' }, silent)
+    assert.ok(checks !== undefined)
   })
 
   it('writes IPv6 hosts in brackets in URLs', () => {

@@ -265,14 +265,15 @@ export function createAccessControl(
  */
 export async function loadEngineChecks(config: Pick<ServerConfig, 'engineChecks'>, logger: Logger): Promise<EngineChecks | undefined> {
   if (config.engineChecks === 'off') return undefined
+  let engine: typeof import('../engine/parse5.ts')
   try {
-    const m = await importAdapter(() => import('../engine/parse5.ts'), 'parse5', `WSDS_ENGINE_CHECKS=${config.engineChecks}`)
-    return m.createEngineChecks(config.engineChecks)
+    engine = await importAdapter(() => import('../engine/parse5.ts'), 'parse5', `WSDS_ENGINE_CHECKS=${config.engineChecks}`)
   } catch (err) {
     if (config.engineChecks === 'enforce') throw err
     logger.warn({ event: 'engine-checks-off', error: String(err) }, 'engine checks are off: install parse5 to count them (WSDS_ENGINE_CHECKS=monitor)')
     return undefined
   }
+  return engine.createEngineChecks(config.engineChecks)
 }
 
 /** The demo page (WSDS_DEMO), loaded only when asked for: it reads and bundles its files. */
