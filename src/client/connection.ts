@@ -9,7 +9,7 @@ import { WsdsError } from '../core/errors.ts'
 import { PROTOCOL_VERSION, type ClientMessage, type HelloMessage, type RejectReason } from '../core/protocol.ts'
 import { deriveRequestKey, offerBinding } from './binding.ts'
 import { answerChallenge } from './challenge.ts'
-import { dispatchFrame } from './frames.ts'
+import { dispatchFrame, type FrameHandlers } from './frames.ts'
 import type { Settings } from './options.ts'
 import { closeError, isPermanent } from './session.ts'
 import type { SessionEvents, WebSocketLike } from './types.ts'
@@ -24,6 +24,10 @@ export interface Connection {
   verified: boolean
   /** K_req, a non-extractable HMAC key; null when unbound. */
   key: CryptoKey | null
+  /** The binding key pair offered in `hello`; null when unbound. */
+  pair: CryptoKeyPair | null
+  /** The `rejected` frame's reason, if one came. */
+  rejected: RejectReason | null
 }
 
 /** What a connection reports to its session. */
@@ -80,11 +84,9 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
     hooks.giveUp(new WsdsError('ERR_CONNECT', `cannot open ${settings.url}`, { cause }))
     return null
   }
-  const conn: Connection = { ws, id: null, verified: false, key: null }
+  const conn: Connection = { ws, id: null, verified: false, key: null, pair: null, rejected: null }
   const live = () => hooks.live(conn)
   let opened = false
-  // The `rejected` frame's reason, if one came.
-  let rejected: RejectReason | null = null
   // Set when no challenge came in time: the close that follows is retryable, and reported as such.
   let timedOut = false
   const { handshakeTimeoutMs, pingIntervalMs } = settings
@@ -97,60 +99,15 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
         }, handshakeTimeoutMs)
       : undefined
   let pingTimer: ReturnType<typeof setInterval> | undefined
-  let keyPair: CryptoKeyPair | null = null
-  let latestToken: string | null = null
 
   ws.onopen = async () => {
     if (!live()) return
     opened = true
-    keyPair = await sendHello(ws, settings, live)
+    conn.pair = await sendHello(ws, settings, live)
     if (live() && pingIntervalMs > 0) pingTimer = setInterval(() => send(ws, { action: 'ping' }), pingIntervalMs)
   }
 
-  ws.onmessage = (event: { data?: unknown }) => {
-    if (!live()) return
-    dispatchFrame(event.data, {
-      connection: (id) => hooks.emit('connection', (conn.id = id)),
-      challenge(challenge) {
-        clearTimeout(handshakeTimer)
-        latestToken = challenge.token
-        hooks.emit('challenge', { expiresInMs: challenge.expiresInMs })
-        void answerChallenge(challenge, settings, {
-          live,
-          latest: (token) => token === latestToken,
-          send: (answer) => send(ws, answer),
-          fail(error) {
-            hooks.giveUp(error)
-            ws.close(1000)
-          },
-        })
-      },
-      verified(id, serverKey) {
-        if (serverKey === undefined || keyPair === null) return onVerified(id)
-        // Verified only once the key exists, so no call goes out unsigned.
-        deriveRequestKey(settings.subtle!, keyPair.privateKey, serverKey, id).then(
-          (key) => {
-            if (!live()) return
-            conn.key = key
-            onVerified(id)
-          },
-          () => hooks.current(conn) && ws.close(4400),
-        )
-      },
-      rejected(reason) {
-        hooks.emit('rejected', (rejected = reason))
-        // The frame decides, not the close code (PROTOCOL.md, "Close codes"); don't wait for
-        // a gateway (API Gateway) that is slow to close.
-        if (ws.readyState === OPEN) ws.close(1000)
-      },
-    })
-  }
-
-  function onVerified(id: string): void {
-    conn.id = id
-    conn.verified = true
-    hooks.verified(conn)
-  }
+  ws.onmessage = frameListener(conn, settings, hooks, () => clearTimeout(handshakeTimer))
 
   // A close event always follows an error; the decision is made there.
   ws.onerror = () => {}
@@ -162,7 +119,62 @@ export function openConnection(settings: Settings, hooks: SessionHooks): Connect
     conn.verified = false
     const code = typeof event.code === 'number' ? event.code : 1006
     const reason = typeof event.reason === 'string' ? event.reason : ''
-    hooks.closed(code, reason, closeError(settings, code, rejected, opened, timedOut), isPermanent(rejected))
+    hooks.closed(code, reason, closeError(settings, code, conn.rejected, opened, timedOut), isPermanent(conn.rejected))
   }
   return conn
+}
+
+/**
+ * The socket's message listener: dispatches each frame (./frames.ts) to what it means for this
+ * connection. Every challenge is answered, re-challenges of a verified connection included;
+ * `challenged` stops the handshake deadline.
+ */
+function frameListener(conn: Connection, settings: Settings, hooks: SessionHooks, challenged: () => void): (event: { data?: unknown }) => void {
+  const { ws } = conn
+  const live = () => hooks.live(conn)
+  let latestToken: string | null = null
+  const onVerified = (id: string): void => {
+    conn.id = id
+    conn.verified = true
+    hooks.verified(conn)
+  }
+  const handlers: FrameHandlers = {
+    connection: (id) => hooks.emit('connection', (conn.id = id)),
+    challenge(challenge) {
+      challenged()
+      latestToken = challenge.token
+      hooks.emit('challenge', { expiresInMs: challenge.expiresInMs })
+      void answerChallenge(challenge, settings, {
+        live,
+        latest: (token) => token === latestToken,
+        send: (answer) => send(ws, answer),
+        fail(error) {
+          hooks.giveUp(error)
+          ws.close(1000)
+        },
+      })
+    },
+    verified(id, serverKey) {
+      const pair = conn.pair
+      if (serverKey === undefined || pair === null) return onVerified(id)
+      // Verified only once the key exists, so no call goes out unsigned.
+      deriveRequestKey(settings.subtle!, pair.privateKey, serverKey, id).then(
+        (key) => {
+          if (!live()) return
+          conn.key = key
+          onVerified(id)
+        },
+        () => hooks.current(conn) && ws.close(4400),
+      )
+    },
+    rejected(reason) {
+      hooks.emit('rejected', (conn.rejected = reason))
+      // The frame decides, not the close code (PROTOCOL.md, "Close codes"); don't wait for
+      // a gateway (API Gateway) that is slow to close.
+      if (ws.readyState === OPEN) ws.close(1000)
+    },
+  }
+  return (event) => {
+    if (live()) dispatchFrame(event.data, handlers)
+  }
 }

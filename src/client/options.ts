@@ -54,11 +54,13 @@ export function readOptions(options: ConnectOptions): Settings {
 export function reconnectPolicy(option: ConnectOptions['reconnect']): Required<ReconnectOptions> | null {
   if (option === false) return null
   const o = option === true || option === undefined ? {} : option
-  const policy = { minDelayMs: o.minDelayMs ?? 500, maxDelayMs: o.maxDelayMs ?? 30000, maxAttempts: o.maxAttempts ?? Infinity }
-  need(isDelay(policy.minDelayMs), 'reconnect.minDelayMs', policy.minDelayMs)
-  need(isDelay(policy.maxDelayMs) && policy.maxDelayMs >= policy.minDelayMs, 'reconnect.maxDelayMs', policy.maxDelayMs)
-  need(policy.maxAttempts >= 0, 'reconnect.maxAttempts', policy.maxAttempts)
-  return policy
+  const minDelayMs = o.minDelayMs ?? 500
+  const maxDelayMs = o.maxDelayMs ?? 30000
+  const maxAttempts = o.maxAttempts ?? Infinity
+  need(isDelay(minDelayMs), 'reconnect.minDelayMs', minDelayMs)
+  need(isDelay(maxDelayMs) && maxDelayMs >= minDelayMs, 'reconnect.maxDelayMs', maxDelayMs)
+  need(maxAttempts >= 0, 'reconnect.maxAttempts', maxAttempts)
+  return { minDelayMs, maxDelayMs, maxAttempts }
 }
 
 /**
