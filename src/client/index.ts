@@ -2,9 +2,10 @@
  * Browser SDK: opens the WSDS socket, answers every challenge, and adds the verified
  * connectionId to REST calls (PROTOCOL.md, Sequence). No dependencies, and nothing from core
  * but pure modules (wire, errors, program interpreter, SHA-256), so it bundles to a few
- * kilobytes. The parts: options.ts (checks, backoff), connection.ts (one socket's handshake),
- * frames.ts (message dispatch), challenge.ts (both forms, proof of work), binding.ts (keys
- * and signatures); this file is the session: events, waiters, reconnects, the public object.
+ * kilobytes. The parts: options.ts (checks, backoff), connection.ts (one socket: handshake
+ * and frames), frames.ts (message dispatch), challenge.ts (both forms, proof of work),
+ * binding.ts (keys and signatures), session.ts (events, waiters, close errors); this file
+ * puts the session together: the current connection, reconnects, the public object.
  */
 import { WsdsError } from '../core/errors.ts'
 import { signRequest } from './binding.ts'
@@ -25,7 +26,6 @@ export type {
   WebSocketLike,
   WsdsSession,
 } from './types.ts'
-
 
 export function connect(options: ConnectOptions): WsdsSession {
   const settings = readOptions(options)
