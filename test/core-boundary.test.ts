@@ -1,7 +1,7 @@
 /**
  * The core stays pure (STYLE.md "Core/adapter boundary"): nothing under src/core imports a
- * package or a Node module, and the browser SDK imports only core's protocol, errors and
- * program interpreter.
+ * package or a Node module, and the browser SDK imports only core's protocol, errors,
+ * program interpreter and SHA-256.
  * tsconfig.core.json compiles both without Node types; this catches what types cannot
  * (a dynamic import, a package with its own types).
  */
@@ -33,10 +33,10 @@ describe('core/adapter boundary', () => {
     assert.ok(seen > 20, 'the import scanner found the imports')
   })
 
-  it('the browser SDK imports only core protocol, errors and the program interpreter', () => {
+  it('the browser SDK imports only core protocol, errors, the program interpreter and SHA-256', () => {
     for (const file of filesIn('client')) {
       for (const spec of specifiers(file)) {
-        assert.ok(['../core/protocol.ts', '../core/errors.ts', '../core/program.ts'].includes(spec) || spec.startsWith('./'), `${file} imports ${spec}`)
+        assert.ok(['../core/protocol.ts', '../core/errors.ts', '../core/program.ts', '../core/sha256.ts'].includes(spec) || spec.startsWith('./'), `${file} imports ${spec}`)
       }
     }
   })

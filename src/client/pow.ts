@@ -5,7 +5,7 @@
  * input, rendering and requestAnimationFrame keep running; no Worker (a blob: worker is
  * what a strict CSP forbids, and a worker script would be a second file to serve).
  */
-import { digestWords } from './sha256.ts'
+import { digestWords } from '../core/sha256.ts'
 
 export interface PowSolution {
   nonce: string

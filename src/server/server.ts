@@ -2,36 +2,36 @@
  * The standalone gateway process: one node:http server carrying the WebSocket endpoint, the
  * authenticator in front of the protected service, forward auth, health, metrics and the
  * demo, on the TCP port and optionally a Unix socket. Everything here is wiring; decisions
- * live in core.
+ * live in core. startServer runs the named parts below in order: open what the server
+ * needs (assembleServer), listen (listenAll), report (warnAtStart, logListening); routes are
+ * in router.ts, listeners and the shutdown order in listen.ts.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo, Server as NetServer } from 'node:net'
+import type { Server } from 'node:http'
+import type { Server as NetServer } from 'node:net'
 import { pino, type Logger } from 'pino'
-import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createAuthenticator, type Authenticator } from '../core/authenticator.ts'
-import { createKeyRing } from '../core/keyring.ts'
+import { toHex } from '../core/encoding.ts'
+import type { EngineChecks } from '../core/engine-check.ts'
+import { createFront, type Front } from '../core/front.ts'
+import { createKeyRing, type KeyRing } from '../core/keyring.ts'
 import { generateKeySet, type KeySet } from '../core/keyset.ts'
-import { createRandomPool } from '../core/random.ts'
-import type { Store } from '../core/store.ts'
-import { handleGreeting } from '../demo/greeting.ts'
-import { attachGateway, type Gateway } from '../gateway/gateway.ts'
-import type { RateLimiter } from '../core/rate-limit.ts'
-import { constantTimeEqual, toHex } from '../core/encoding.ts'
-import { CONNECTION_ID_RESPONSE_HEADER, ORIGIN_RESPONSE_HEADER, RULE_HEADER, createFront, type Front } from '../core/front.ts'
-import { CONNECTION_ID_HEADER, FORWARDED_URI_HEADER } from '../core/access.ts'
-import { BAD_PATH_BODY, checkTarget } from '../core/target.ts'
-import { nodeRequestMac } from '../crypto/node-binding.ts'
-import { accessRequestOf, connectionIdOf, decideRequest, headerOf, sendJson, sendRefusal } from '../proxy/http-auth.ts'
-import { createCorsHook } from '../proxy/cors.ts'
-import { createReverseProxy } from '../proxy/reverse-proxy.ts'
-import { openStore } from '../stores/open-store.ts'
-import type { ServerConfig } from './config.ts'
-import { importAdapter } from '../stores/open-store.ts'
-import { createMetricsRegistry } from './metrics.ts'
-import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
 import { createPowPolicy } from '../core/pow-policy.ts'
-import { listenUnixSocket } from './unix-socket.ts'
+import { createRandomPool, type RandomSource } from '../core/random.ts'
+import type { RateLimiter } from '../core/rate-limit.ts'
+import type { Store } from '../core/store.ts'
+import { nodeRequestMac } from '../crypto/node-binding.ts'
+import type { DemoHandler } from '../demo/handler.ts'
+import { attachGateway, type Gateway, type GatewayOptions } from '../gateway/gateway.ts'
+import { createReverseProxy } from '../proxy/reverse-proxy.ts'
+import { importAdapter, openStore, type OpenedStore } from '../stores/open-store.ts'
+import { createAdmin } from './admin.ts'
+import type { ServerConfig } from './config.ts'
+import { createHttpServer, httpUrl, listenMetricsPort, listenSocket, listenTcp, shutdown, type ServerParts } from './listen.ts'
+import { createMetricsRegistry } from './metrics.ts'
 import { nodeSha256, openPolicyFile, type PolicyFile } from './policy-file.ts'
+import { API_PREFIX, WS_PATH, createRequestRouter, type RequestRouter } from './router.ts'
+
+export { HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from './listen.ts'
 
 export interface RunningServer {
   /** The HTTP server: it listens on the TCP port and is handed the Unix socket's connections. */
@@ -62,25 +62,6 @@ export interface StartOptions {
   logger?: Logger
 }
 
-const API_PREFIX = '/api'
-/** How long a client may take to send its request headers, ms. */
-export const HEADERS_TIMEOUT_MS = 10_000
-/** How long a client may take to send a whole request, ms. */
-export const REQUEST_TIMEOUT_MS = 300_000
-/** How often Node looks for connections over those timeouts, ms. */
-const TIMEOUT_CHECK_INTERVAL_MS = 1_000
-const FORWARD_AUTH_BLANKS: Readonly<Record<string, string>> = Object.freeze({
-  [CONNECTION_ID_RESPONSE_HEADER]: '',
-  [ORIGIN_RESPONSE_HEADER]: '',
-  [RULE_HEADER]: '',
-})
-const WS_PATH = '/wsds'
-
-function pathOf(url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
-}
-
 /**
  * Whether /metrics answers anyone who can reach a non-loopback listener: no token, and the
  * gateway (whose port, or the metrics' own, is on HOST) listens beyond loopback.
@@ -93,9 +74,102 @@ export function metricsExposedWithoutToken(config: Pick<ServerConfig, 'host' | '
 
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: config.logLevel, base: undefined })
+  const app = await assembleServer(config, options, logger)
+  const { parts } = app
+  // A start that fails leaves nothing running: it must not keep the process alive.
+  const port = await listenAll(app, config).catch(async (err: unknown) => {
+    await shutdown(parts, { closeStore: app.backend.owned })
+    throw err
+  })
+  const url = httpUrl(config.host, port)
+  const metricsUrl = parts.metricsServer === null ? `${url}${config.metricsPath}` : `${httpUrl(config.host, listenerPort(parts.metricsServer))}${config.metricsPath}`
+  warnAtStart(config, app, logger, port)
+  logListening(config, app, logger, { url, metricsUrl })
+  return {
+    server: parts.server,
+    listeners: parts.socketServer === null ? [parts.server] : [parts.server, parts.socketServer],
+    gateway: app.gateway,
+    store: app.backend.store,
+    authenticator: app.authenticator,
+    front: app.front,
+    policy: app.policy,
+    logger,
+    currentKeySet: app.keyRing.current,
+    port,
+    url,
+    metricsUrl,
+    close: () => shutdown(parts, { closeStore: true }),
+  }
+}
+
+/** Everything a server is made of before it listens; what assembleServer returns. */
+export interface AssembledServer {
+  /** What shutdown closes; listenAll fills in the Unix socket and metrics listeners. */
+  parts: ServerParts
+  backend: Backend
+  policy: PolicyFile | null
+  keyRing: KeyRing
+  authenticator: Authenticator
+  front: Front
+  gateway: Gateway
+  router: RequestRouter
+}
+
+/**
+ * Opens and builds every part of the server, not listening yet: rules file, keys, store,
+ * engine checks, demo, authenticator and front, gateway, admin, metrics, the router on the
+ * HTTP server. A failure closes what was already opened and rethrows.
+ */
+export async function assembleServer(config: ServerConfig, options: StartOptions, logger: Logger): Promise<AssembledServer> {
   // First, before anything opens: a bad rules file stops the start (ERR_POLICY names the rule).
   const policy = config.policyFile ? openPolicyFile(config.policyFile, { logger }) : null
   const random = createRandomPool()
+  const { keyRing, demoKeySet } = prepareKeyRing(config, random, logger)
+  let backend: Backend | undefined
+  let engineChecks: EngineChecks | undefined
+  let demo: DemoHandler | null
+  try {
+    backend = await openBackend(config, options, logger)
+    engineChecks = await loadEngineChecks(config, logger)
+    demo = config.demo ? await loadDemo(demoKeySet ?? keyRing.current) : null
+  } catch (err) {
+    policy?.close()
+    if (backend?.owned) await backend.store.close()
+    throw err
+  }
+  const { store, rateLimiter } = backend
+  const { authenticator, front } = createAccessControl(config, store, policy, logger)
+  const server = createHttpServer()
+  const gateway = attachGateway(server, gatewayOptions(config, { store, keyRing, rateLimiter, random, logger, engineChecks }))
+  const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
+  const router = createRequestRouter({
+    config,
+    front,
+    gateway,
+    admin,
+    metrics: createMetricsRegistry({ gateway, authenticator, front }),
+    proxy: config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX, trustProxy: config.trustProxy }),
+    demo,
+    policy,
+    storeStatus: backend.status,
+    logger,
+  })
+  server.on('request', router.handle)
+  const parts: ServerParts = { admin, policy, gateway, authenticator, metricsServer: null, socketServer: null, server, store }
+  return { parts, backend, policy, keyRing, authenticator, front, gateway, router }
+}
+
+/**
+ * The key ring the gateway accepts. Without WSDS_KEYS_FILE it is one ephemeral set. The demo
+ * page serves its key set to anyone who asks (/demo/config.json); keys loaded from
+ * WSDS_KEYS_FILE are the app's real ones, so the demo never gets those: it runs on an
+ * ephemeral set of its own, which this node accepts as well.
+ */
+export function prepareKeyRing(
+  config: Pick<ServerConfig, 'keySets' | 'demo'>,
+  random: RandomSource,
+  logger: Logger,
+): { keyRing: KeyRing; demoKeySet: KeySet | null } {
   let keySets = config.keySets
   if (keySets.length === 0) {
     keySets = [generateKeySet(random)]
@@ -104,9 +178,6 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       'WSDS_KEYS_FILE is not set: generated an ephemeral key set for this process; only the demo page served here has it',
     )
   }
-  // The demo page serves its key set to anyone who asks (/demo/config.json). Keys loaded from
-  // WSDS_KEYS_FILE are the app's real ones, so the demo never gets those: it runs on an
-  // ephemeral set of its own, which this node accepts as well.
   const demoKeySet = config.demo && config.keySets.length > 0 ? generateKeySet(random, { id: `demo-${toHex(random.bytes(6))}` }) : null
   if (demoKeySet !== null) {
     logger.warn(
@@ -114,26 +185,52 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       'WSDS_DEMO is on with WSDS_KEYS_FILE: the demo page serves an ephemeral key set of its own, and this node accepts it, so anyone can verify through it; do not run the demo on a production gateway',
     )
   }
-  const keyRing = createKeyRing(demoKeySet === null ? keySets : [...keySets, demoKeySet])
-  let opened: Awaited<ReturnType<typeof openStore>> | null = null
-  try {
-    if (options.store === undefined) {
-      opened = await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
-    }
-  } catch (err) {
-    policy?.close()
-    throw err
-  }
+  return { keyRing: createKeyRing(demoKeySet === null ? keySets : [...keySets, demoKeySet]), demoKeySet }
+}
+
+/** The connection store and upgrade limiter, and whether this server owns (so closes) them. */
+export interface Backend {
+  store: Store
+  rateLimiter: RateLimiter | null
+  /** What the configuration opened ('custom': passed in as StartOptions.store). */
+  kind: OpenedStore['kind'] | 'custom'
+  /** False when the store was passed in: a failed start leaves it open. */
+  owned: boolean
+  /** The store's last reported status ('up' or 'down'), for /healthz. */
+  status(): string
+}
+
+/** Opens the configured store (or takes the one passed in) and logs its outages. */
+export async function openBackend(config: ServerConfig, options: StartOptions, logger: Logger): Promise<Backend> {
+  const opened =
+    options.store === undefined
+      ? await openStore(config, (message) => logger.error({ event: 'store-down', error: 'not reachable at start' }, message))
+      : null
   const store = options.store ?? opened!.store
-  const rateLimiter = options.rateLimiter !== undefined ? options.rateLimiter : (opened?.rateLimiter ?? null)
   // The store says once when it becomes unreachable and once when it is back; requests
   // failing in between are counted in metrics, not logged one by one.
-  let storeStatus = 'up'
-  store.onStatus((status, error) => {
-    storeStatus = status
-    if (status === 'down') logger.error({ event: 'store-down', error: String(error ?? 'unknown') }, 'connection store unreachable: failing closed (503)')
+  let status = 'up'
+  store.onStatus((next, error) => {
+    status = next
+    if (next === 'down') logger.error({ event: 'store-down', error: String(error ?? 'unknown') }, 'connection store unreachable: failing closed (503)')
     else logger.info({ event: 'store-up' }, 'connection store reachable again')
   })
+  return {
+    store,
+    rateLimiter: options.rateLimiter !== undefined ? options.rateLimiter : (opened?.rateLimiter ?? null),
+    kind: opened?.kind ?? 'custom',
+    owned: opened !== null,
+    status: () => status,
+  }
+}
+
+/** The authenticator over the store, and the front (mode, binding, rules) over it. */
+export function createAccessControl(
+  config: Pick<ServerConfig, 'authCacheTtlMs' | 'storeOutage' | 'mode' | 'bindingWindowMs' | 'idRateLimit'>,
+  store: Store,
+  policy: PolicyFile | null,
+  logger: Logger,
+): { authenticator: Authenticator; front: Front } {
   // One log line per outage when the 'cached' policy first serves an id from the cache
   // (the counter is authenticator.stats.outageAdmissions, exported as a metric).
   let outageLogged = false
@@ -158,207 +255,78 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     idRateLimit: config.idRateLimit,
     ...(policy !== null ? { policy, sha256: nodeSha256 } : {}),
   })
-  // A client that trickles its request (or upgrade) headers is cut off after 10 s, not the
-  // ~90 s that Node's defaults allow (headersTimeout 60 s, checked every 30 s); a whole
-  // request gets 5 minutes. Node answers 408 and closes.
-  const server = createServer({
-    headersTimeout: HEADERS_TIMEOUT_MS,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
-  })
-  // Longer than common load balancer idle timeouts, so the proxy closes idle sockets first.
-  server.keepAliveTimeout = 65_000
-  // parse5 is an optional peer dependency (docs/packaging.md): without it the default
-  // `monitor` runs no engine checks and says so once; `enforce` cannot, and stops the start.
-  const engineChecks =
-    config.engineChecks === 'off'
-      ? undefined
-      : await importAdapter(() => import('../engine/parse5.ts'), 'parse5', `WSDS_ENGINE_CHECKS=${config.engineChecks}`).then(
-          (m) => m.createEngineChecks(config.engineChecks),
-          (err: unknown) => {
-            if (config.engineChecks === 'enforce') throw err
-            logger.warn({ event: 'engine-checks-off', error: String(err) }, 'engine checks are off: install parse5 to count them (WSDS_ENGINE_CHECKS=monitor)')
-            return undefined
-          },
-        )
-  const gateway = attachGateway(server, {
-    store,
-    keyRing,
+  return { authenticator, front }
+}
+
+/**
+ * The engine checks WSDS_ENGINE_CHECKS asks for. parse5 is an optional peer dependency
+ * (docs/packaging.md): without it the default `monitor` runs no engine checks and says so
+ * once; `enforce` cannot, and stops the start.
+ */
+export async function loadEngineChecks(config: Pick<ServerConfig, 'engineChecks'>, logger: Logger): Promise<EngineChecks | undefined> {
+  if (config.engineChecks === 'off') return undefined
+  let engine: typeof import('../engine/parse5.ts')
+  try {
+    engine = await importAdapter(() => import('../engine/parse5.ts'), 'parse5', `WSDS_ENGINE_CHECKS=${config.engineChecks}`)
+  } catch (err) {
+    if (config.engineChecks === 'enforce') throw err
+    logger.warn({ event: 'engine-checks-off', error: String(err) }, 'engine checks are off: install parse5 to count them (WSDS_ENGINE_CHECKS=monitor)')
+    return undefined
+  }
+  return engine.createEngineChecks(config.engineChecks)
+}
+
+/** The demo page (WSDS_DEMO), loaded only when asked for: it reads and bundles its files. */
+async function loadDemo(keySet: KeySet): Promise<DemoHandler> {
+  const { createDemoHandler } = await import('../demo/handler.ts')
+  return createDemoHandler({ keySet, wsPath: WS_PATH })
+}
+
+/** The gateway's options from the configuration and the parts opened before it. */
+export function gatewayOptions(
+  config: ServerConfig,
+  deps: { store: Store; keyRing: KeyRing; rateLimiter: RateLimiter | null; random: RandomSource; logger: Logger; engineChecks: EngineChecks | undefined },
+): GatewayOptions {
+  return {
+    ...deps,
     allowedOrigins: config.allowedOrigins,
     path: WS_PATH,
     challengeTimeoutMs: config.challengeTimeoutMs,
     maxPayloadBytes: config.maxPayloadBytes,
     leaseMs: config.leaseMs,
-    rateLimiter,
     trustProxy: config.trustProxy,
     binding: config.binding,
-    random,
-    logger,
     challengeForms: config.challengeForms,
-    engineChecks,
     rechallengeMs: config.rechallengeMs,
-    powPolicy: config.powBits > 0 || config.powMaxBits > 0 ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now }) : null,
-  })
-  const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
-  const registry = createMetricsRegistry({ gateway, authenticator, front })
-  const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX, trustProxy: config.trustProxy })
-  const demo = config.demo
-    ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: demoKeySet ?? keyRing.current, wsPath: WS_PATH }))
-    : null
-
-  // Behind forward auth, path rules see X-Forwarded-Uri; a proxy that does not send it makes
-  // every path look like the auth endpoint, so deny rules on paths never fire. Said once.
-  let warnedNoForwardedUri = false
-  async function authorize(req: IncomingMessage, res: ServerResponse, forwarded: boolean, onPass: (headers: Record<string, string>) => void) {
-    if (forwarded && !warnedNoForwardedUri && policy !== null && policy.current.active && req.headers[FORWARDED_URI_HEADER] === undefined) {
-      warnedNoForwardedUri = true
-      logger.warn(
-        { event: 'policy-no-forwarded-uri', path: config.authPath },
-        'forward auth request without X-Forwarded-Uri: policy path rules cannot match; make the proxy send it (deploy/ configurations do)',
-      )
-    }
-    const decision = await decideRequest(front, req, { forwarded, trustProxy: config.trustProxy })
-    if (decision.pass) onPass(decision.headers)
-    else sendRefusal(req, res, decision)
+    powPolicy:
+      config.powBits > 0 || config.powMaxBits > 0
+        ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now })
+        : null,
   }
+}
 
-  const passApi = (req: IncomingMessage, res: ServerResponse) => (headers: Record<string, string>) => {
-    if (proxy !== null) return proxy(req, res, headers)
-    req.url = (req.url ?? '/').slice(API_PREFIX.length) || '/'
-    handleGreeting(req, res)
-  }
-  // Every X-WSDS-* header on every 204, empty when it does not apply (a rule admitted the
-  // request: no connection): a proxy that copies a header the answer lacks may pass on
-  // garbage instead (Caddy 2.6's copy_headers leaves its placeholder text).
-  const passAuth = (res: ServerResponse) => (headers: Record<string, string>) => {
-    // `connectionId` too, set to the verified id (empty when a rule admitted the request): a
-    // proxy that copies it onto the request (Traefik's authResponseHeaders) replaces whatever
-    // the client sent under that name.
-    res.writeHead(204, { ...FORWARD_AUTH_BLANKS, ...headers, [CONNECTION_ID_HEADER]: headers[CONNECTION_ID_RESPONSE_HEADER] ?? '', 'cache-control': 'no-store' })
-    res.end()
-  }
+/**
+ * Listens on the TCP port, then the Unix socket and the metrics port when configured; each
+ * listener is recorded in `app.parts` as it opens, so a failure's shutdown closes it.
+ * Resolves with the TCP port bound.
+ */
+export async function listenAll(app: AssembledServer, config: Pick<ServerConfig, 'port' | 'host' | 'socketPath' | 'socketMode' | 'metricsPort'>): Promise<number> {
+  const { parts } = app
+  const port = await listenTcp(parts.server, config.port, config.host)
+  if (config.socketPath !== null) parts.socketServer = await listenSocket(parts.server, config.socketPath, config.socketMode)
+  if (config.metricsPort !== null) parts.metricsServer = await listenMetricsPort(app.router.handleMetricsPort, config.metricsPort, config.host)
+  return port
+}
 
-  // Cross-origin pages (WSDS_CORS_ORIGINS): preflights carry no id, so they are answered before authorization.
-  const cors = createCorsHook(config.corsOrigins)
+const listenerPort = (listener: NetServer): number => (listener.address() as { port: number }).port
 
-  async function onRequest(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (path === API_PREFIX || path.startsWith(API_PREFIX + '/')) return authorize(req, res, false, passApi(req, res))
-    if (path === config.authPath) return authorize(req, res, true, passAuth(res))
-    if (path === '/healthz') {
-      return sendJson(res, 200, JSON.stringify({ status: 'ok', node: gateway.nodeId, store: storeStatus, open: gateway.openConnections }))
-    }
-    if (path === config.metricsPath && metricsServer === null) return serveMetrics(req, res)
-    if (path === ADMIN_RECHALLENGE_PATH && metricsServer === null) return admin.handle(req, res)
-    if (path === WS_PATH) return sendJson(res, 426, '{"error":"upgrade-required"}', { upgrade: 'websocket' })
-    if (demo !== null && demo(req, res)) return
-    sendJson(res, 404, '{"error":"not-found"}')
-  }
-
-  async function serveMetrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const token = config.metricsToken
-    if (token !== null && !constantTimeEqual(req.headers.authorization ?? '', `Bearer ${token}`)) {
-      return sendJson(res, 401, '{"error":"unauthorized"}', { 'www-authenticate': 'Bearer' })
-    }
-    const text = await registry.metrics()
-    res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' })
-    res.end(text)
-  }
-
-  // Metrics on a port of their own keep them off the public listener entirely.
-  const metricsServer =
-    config.metricsPort === null
-      ? null
-      : createServer((req, res) => {
-          if (pathOf(req.url ?? '/') === ADMIN_RECHALLENGE_PATH) return admin.handle(req, res)
-          if (pathOf(req.url ?? '/') !== config.metricsPath) return sendJson(res, 404, '{"error":"not-found"}')
-          serveMetrics(req, res).catch(() => sendJson(res, 500, '{"error":"internal"}'))
-        })
-
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    // One canonical target before routing, policy and signatures (src/core/target.ts); behind
-    // forward auth the target that matters is the proxy's original one.
-    const target = req.url ?? ''
-    const path = pathOf(target)
-    const forwardedUri = path === config.authPath ? headerOf(req, FORWARDED_URI_HEADER) : undefined
-    if (!checkTarget(target).ok || (forwardedUri !== undefined && !checkTarget(forwardedUri).ok)) {
-      req.resume()
-      return sendJson(res, 400, BAD_PATH_BODY)
-    }
-    // The hot path, a protected request whose id is cached, runs without a promise.
-    const isApi = path === API_PREFIX || path.startsWith(API_PREFIX + '/')
-    if (isApi && cors(req, res)) return
-    if (isApi || path === config.authPath) {
-      const id = connectionIdOf(req)
-      // A bound connection's cached admission needs the request (method, target, signature);
-      // reading it only when the request is signed keeps the unbound hot path as it was.
-      const signed = req.headers[SIGNATURE_HEADER] !== undefined
-      const cached = front.decideCached(id, signed ? accessRequestOf(req, { forwarded: !isApi, trustProxy: config.trustProxy }) : undefined)
-      if (cached !== undefined) {
-        if (cached.pass) return (isApi ? passApi(req, res) : passAuth(res))(cached.headers)
-        return sendRefusal(req, res, cached)
-      }
-    }
-    onRequest(req, res, path).catch((err: unknown) => {
-      logger.error({ event: 'request-error', error: String(err) }, 'request failed')
-      if (!res.headersSent) sendJson(res, 500, '{"error":"internal"}')
-      else res.destroy()
-    })
-  })
-  server.on('clientError', (err: Error & { code?: string }, socket) => {
-    // Headers or a request that took too long (HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS): 408.
-    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
-    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`)
-    else socket.destroy()
-  })
-
-  const closeHttp = () =>
-    new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    })
-  // A start that fails leaves nothing running: it must not keep the process alive.
-  const abortStart = async (err: unknown): Promise<never> => {
-    admin.close()
-    policy?.close()
-    await gateway.close()
-    authenticator.close()
-    await closeHttp()
-    if (options.store === undefined) await store.close()
-    throw err
-  }
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  }).catch(abortStart)
-  const listener: NetServer = server
-  const { port } = listener.address() as AddressInfo
-  let socketServer: NetServer | null = null
-  if (config.socketPath !== null) {
-    try {
-      // Handing accepted sockets to the HTTP server through its 'connection' event is the
-      // documented way to serve one server from several listeners.
-      socketServer = await listenUnixSocket((socket) => server.emit('connection', socket), config.socketPath, config.socketMode)
-    } catch (err) {
-      await abortStart(err)
-    }
-    if (rateLimiter !== null && !config.trustProxy) {
-      logger.warn(
-        { event: 'socket-without-client-address', socket: config.socketPath },
-        'WSDS_SOCKET connections have no client address: with WSDS_RATE_LIMIT on they share one upgrade limit; behind a proxy set WSDS_TRUST_PROXY=on',
-      )
-    }
-  }
-  let metricsUrl: string | null = null
-  if (metricsServer !== null) {
-    await new Promise<void>((resolve, reject) => {
-      metricsServer.once('error', reject)
-      metricsServer.listen(config.metricsPort!, config.host, () => resolve())
-    })
-    const hostName = config.host.includes(':') ? `[${config.host}]` : config.host
-    metricsUrl = `http://${hostName}:${(metricsServer.address() as AddressInfo).port}${config.metricsPath}`
+/** Warnings about a configuration that works but exposes or shares more than it seems to. */
+function warnAtStart(config: ServerConfig, app: AssembledServer, logger: Logger, port: number): void {
+  if (config.socketPath !== null && app.backend.rateLimiter !== null && !config.trustProxy) {
+    logger.warn(
+      { event: 'socket-without-client-address', socket: config.socketPath },
+      'WSDS_SOCKET connections have no client address: with WSDS_RATE_LIMIT on they share one upgrade limit; behind a proxy set WSDS_TRUST_PROXY=on',
+    )
   }
   if (metricsExposedWithoutToken(config)) {
     logger.warn(
@@ -366,49 +334,24 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       'metrics are served on a non-loopback address without WSDS_METRICS_TOKEN: anyone who reaches it can read them; set a token, or WSDS_METRICS_PORT with a private HOST',
     )
   }
-  const hostForUrl = config.host.includes(':') ? `[${config.host}]` : config.host
-  const url = `http://${hostForUrl}:${port}`
+}
+
+function logListening(config: ServerConfig, app: AssembledServer, logger: Logger, at: { url: string; metricsUrl: string }): void {
+  const { policy } = app
   logger.info(
     {
       event: 'listening',
-      url,
-      ws: `${url.replace('http', 'ws')}${WS_PATH}`,
+      url: at.url,
+      ws: `${at.url.replace('http', 'ws')}${WS_PATH}`,
       origins: config.allowedOrigins,
-      keySets: keyRing.sets.map((k) => k.id),
-      store: opened?.kind ?? 'custom',
-      mode: front.mode,
+      keySets: app.keyRing.sets.map((k) => k.id),
+      store: app.backend.kind,
+      mode: app.front.mode,
       ...(policy !== null ? { policy: policy.path, rules: policy.current.rules.length } : {}),
-      metrics: metricsUrl ?? `${url}${config.metricsPath}`,
-      node: gateway.nodeId,
+      metrics: at.metricsUrl,
+      node: app.gateway.nodeId,
       ...(config.socketPath !== null ? { socket: config.socketPath } : {}),
     },
     'WSDS gateway listening',
   )
-  return {
-    server,
-    listeners: socketServer === null ? [listener] : [listener, socketServer],
-    gateway,
-    store,
-    authenticator,
-    front,
-    policy,
-    logger,
-    currentKeySet: keyRing.current,
-    port,
-    url,
-    metricsUrl: metricsUrl ?? `${url}${config.metricsPath}`,
-    async close() {
-      admin.close()
-      policy?.close()
-      await gateway.close()
-      authenticator.close()
-      if (metricsServer !== null) await new Promise((resolve) => metricsServer.close(resolve))
-      // Stop accepting (which also removes the socket file: libuv unlinks what it bound). The
-      // socket listener's callback waits for the connections it accepted, closed just below.
-      const socketClosed = socketServer === null ? Promise.resolve() : new Promise((resolve) => socketServer.close(resolve))
-      await closeHttp()
-      await socketClosed
-      await store.close()
-    },
-  }
 }
