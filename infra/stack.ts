@@ -329,7 +329,7 @@ export class WsdsStack extends Stack {
     new events.Rule(this, 'SweepSchedule', {
       description: 'WSDS re-challenge sweeper (WSDS_RECHALLENGE_MS): due connections and missed re-challenge deadlines',
       schedule: events.Schedule.rate(Duration.minutes(1)),
-      targets: [new eventTargets.LambdaFunction(fns.sweeper, { event: events.RuleTargetInput.fromObject({ op: 'sweep' }), retryAttempts: 0 })],
+      targets: [new eventTargets.LambdaFunction(fns.sweeper, { event: events.RuleTargetInput.fromObject({ op: 'sweep' }) })],
     })
 
     // --- REST API: the protected greeting and forward auth behind the authorizer ---

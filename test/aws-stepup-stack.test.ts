@@ -49,7 +49,7 @@ describe('AWS stack: the re-challenge sweeper', () => {
     template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'rate(1 minute)',
       State: 'ENABLED',
-      Targets: [{ Arn: { 'Fn::GetAtt': [sweeper, 'Arn'] }, Input: '{"op":"sweep"}', RetryPolicy: { MaximumRetryAttempts: 0 } }],
+      Targets: [{ Arn: { 'Fn::GetAtt': [sweeper, 'Arn'] }, Input: '{"op":"sweep"}' }],
     })
     assert.equal(resources[sweeper]!.Properties.Timeout, 70)
   })
