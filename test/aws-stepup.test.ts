@@ -236,6 +236,20 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
     client.ws.close()
   })
 
+  it('deletes the record of a socket API Gateway dropped without $disconnect, at its re-challenge deadline', async () => {
+    const { client, connectionId } = await verifiedHandshake(local.wsUrl, { origin: TEST_ORIGIN, keys: testKeySet.keys })
+    local.ws.dropDisconnects = true
+    try {
+      client.ws.terminate()
+      await client.closed
+      assert.notEqual(await local.store.get(connectionId), null, 'left behind by the lost $disconnect')
+      // Re-challenge (the POST finds the socket gone), deadline 1.5 s later, then the sweep.
+      await eventually(async () => (await local.store.get(connectionId)) === null, 9000, 'record deleted by the sweeper')
+    } finally {
+      local.ws.dropDisconnects = false
+    }
+  })
+
   it('counts what one re-challenge costs: 2 messages, 1 message-function invocation, DynamoDB calls', async () => {
     const { client } = await verifiedHandshake(local.wsUrl, { origin: TEST_ORIGIN, keys: testKeySet.keys })
     await answerChallenge(client, 5000)
@@ -292,6 +306,8 @@ describe('operator re-challenge and proof of work on AWS (aws:local)', () => {
     assert.deepEqual(await local.invokeSweeper({ op: 'rechallenge', connectionId }), { rechallenged: 0 })
     assert.deepEqual(await answerChallenge(client), { powBits: 10 })
     assert.equal(await status(local, connectionId), 200)
+    // Periodic re-challenges are off: the answered one leaves nothing for the sweeper.
+    assert.equal((await local.sweeper.sweep()).due, 0)
     assert.deepEqual(await local.invokeSweeper({ op: 'rechallenge', origin: TEST_ORIGIN }), { rechallenged: 1 })
     assert.deepEqual(await answerChallenge(client), { powBits: 6 })
     await assert.rejects(local.invokeSweeper({ op: 'rechallenge' }), { code: 'ERR_CONFIG' })

@@ -88,8 +88,10 @@ export function createSessionDriver(deps: AwsDeps): SessionDriver {
   const sweepAfter = (before: SessionItem, next: Transition, now: number): number | null | undefined => {
     if (next.state.phase === 'closed') return before.sweepAt === null ? undefined : null
     if (isRechallenge(next.state)) return next.state.deadlineAt
+    if (!next.actions.some((a) => a.type === 'persist-verified')) return undefined
     const interval = config.rechallengeMs ?? null
-    if (interval === null || !next.actions.some((a) => a.type === 'persist-verified')) return undefined
+    // Periodic re-challenges off: an answered operator re-challenge leaves the index.
+    if (interval === null) return before.sweepAt === null ? undefined : null
     return Math.round(now + interval - interval * RECHALLENGE_JITTER * Math.random())
   }
 
