@@ -173,7 +173,7 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
   })
   after(() => local?.close())
 
-  it('keeps an SDK page that answers verified and admitted for 10 s, its requests never refused', async () => {
+  it('keeps an SDK page that answers verified and admitted for 10 s, its requests never refused', async (t) => {
     const session = connect({ url: local.wsUrl, keys: testKeySet.keys, WebSocket: PageSocket as never, evaluate, reconnect: false })
     let challenges = 0
     let closed = false
@@ -193,6 +193,7 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
       assert.equal(session.connectionId, id)
       assert.equal(closed, false)
       // 10 s at 2 s, the sweeper looking every second: at least 3 re-challenges after the first.
+      t.diagnostic(JSON.stringify({ challenges, requests, sweeps: local.sweeps }))
       assert.ok(challenges >= 4, `${challenges} challenges in 10 s`)
       assert.ok(local.sweeps.rechallenged >= 3, JSON.stringify(local.sweeps))
       assert.ok(requests >= 20)
@@ -201,7 +202,7 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
     }
   })
 
-  it('closes a page that ignores the re-challenge (rejected timeout) and its id gets 401', async () => {
+  it('closes a page that ignores the re-challenge (rejected timeout) and its id gets 401', async (t) => {
     const { client, connectionId } = await verifiedHandshake(local.wsUrl, { origin: TEST_ORIGIN, keys: testKeySet.keys })
     assert.equal(await status(local, connectionId), 200)
     const challenge = await client.expect('challenge', 5000)
@@ -215,6 +216,7 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
     assert.equal(closed.code, 4408)
     // Closed by the sweeper: after the deadline, within one sweep period (1 s) plus margin.
     const late = Date.now() - sentAt
+    t.diagnostic(`closed ${late} ms after the re-challenge arrived (deadline 1500 ms)`)
     assert.ok(late >= 1400 && late < 4500, `closed ${late} ms after the re-challenge`)
     assert.equal(await status(local, connectionId), 401)
     await eventually(async () => (await local.store.get(connectionId)) === null, 2000, 'record deleted')
@@ -250,7 +252,7 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
     }
   })
 
-  it('counts what one re-challenge costs: 2 messages, 1 message-function invocation, DynamoDB calls', async () => {
+  it('counts what one re-challenge costs: 3 messages, 1 message-function invocation, DynamoDB calls', async (t) => {
     const { client } = await verifiedHandshake(local.wsUrl, { origin: TEST_ORIGIN, keys: testKeySet.keys })
     await answerChallenge(client, 5000)
     const before = { in: local.counters.messagesIn, out: local.counters.messagesOut, message: local.counters.lambda.message?.invocations ?? 0, dynamo: { ...local.counters.dynamodb }, executions: local.sfn.executions.size }
@@ -265,7 +267,7 @@ describe('re-challenges on AWS (aws:local), WSDS_RECHALLENGE_MS=2000', () => {
     assert.equal(delta('UpdateItem'), 2)
     // The re-challenge's deadline is the sweeper's: no Step Functions execution, no transition.
     assert.equal(local.sfn.executions.size, before.executions, 'no deadline executions')
-    console.log(JSON.stringify({ perRechallenge: { UpdateItem: delta('UpdateItem'), GetItem: delta('GetItem'), Query: delta('Query') } }))
+    t.diagnostic(JSON.stringify({ perRechallenge: { UpdateItem: delta('UpdateItem'), GetItem: delta('GetItem'), Query: delta('Query') } }))
     client.ws.close()
   })
 })

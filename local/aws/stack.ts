@@ -221,14 +221,16 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   const periodMs = config.rechallengeMs === null ? 60_000 : sweepPeriodMs(config.rechallengeMs)
   let sweepTimer: NodeJS.Timeout | null = null
   let sweeping: Promise<unknown> = Promise.resolve()
-  const scheduleSweep = () => {
+  // Each pass starts one period after the previous one started, as the sweeper's own loop does.
+  const scheduleSweep = (delayMs = periodMs) => {
     sweepTimer = setTimeout(() => {
+      const started = Date.now()
       sweeping = pass({})
         .catch((err: unknown) => console.error('sweeper failed:', err))
         .finally(() => {
-          if (sweepTimer !== null) scheduleSweep()
+          if (sweepTimer !== null) scheduleSweep(Math.max(0, periodMs - (Date.now() - started)))
         })
-    }, periodMs)
+    }, delayMs)
     sweepTimer.unref()
   }
   scheduleSweep()
