@@ -13,8 +13,13 @@ import assert from 'node:assert/strict'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
+import { SSMClient } from '@aws-sdk/client-ssm'
 import WebSocket from 'ws'
 import { startAwsLocal, type AwsLocal } from '../local/aws/stack.ts'
+import { readAwsConfig, readStepUp, type AwsConfig } from '../src/aws/config.ts'
+import { createAuthorizer, loadPolicy } from '../src/aws/rest.ts'
+import { sweepPeriodMs } from '../src/aws/sweeper.ts'
+import { createMemoryStore } from '../src/stores/memory.ts'
 import { connect } from '../src/client/index.ts'
 import { solvePow } from '../src/client/pow.ts'
 import { loadConfig } from '../src/server/config.ts'
@@ -314,5 +319,65 @@ describe('operator re-challenge and proof of work on AWS (aws:local)', () => {
     assert.deepEqual(await answerChallenge(client), { powBits: 6 })
     await assert.rejects(local.invokeSweeper({ op: 'rechallenge' }), { code: 'ERR_CONFIG' })
     client.ws.close()
+  })
+})
+
+describe('AWS configuration for step-up and rules', () => {
+  it('reads WSDS_RECHALLENGE_MS and WSDS_POW_BITS with the server\'s bounds, and names a bad value', () => {
+    const env = { WSDS_TABLE: 'wsds-connections', WSDS_ALLOWED_ORIGINS: TEST_ORIGIN }
+    assert.deepEqual(readStepUp({}), { rechallengeMs: null, powBits: 0 })
+    assert.deepEqual(readStepUp({ WSDS_RECHALLENGE_MS: 'off', WSDS_POW_BITS: '0' }), { rechallengeMs: null, powBits: 0 })
+    assert.equal(readAwsConfig({ ...env, WSDS_RECHALLENGE_MS: '300000', WSDS_POW_BITS: '12' }).rechallengeMs, 300000)
+    assert.equal(readAwsConfig({ ...env, WSDS_POW_BITS: '12' }).powBits, 12)
+    assert.throws(() => readAwsConfig({ ...env, WSDS_RECHALLENGE_MS: '500' }), (e: Error & { code?: string }) => e.code === 'ERR_CONFIG' && /WSDS_RECHALLENGE_MS/.test(e.message))
+    assert.throws(() => readAwsConfig({ ...env, WSDS_POW_BITS: '40' }), (e: Error & { code?: string }) => e.code === 'ERR_CONFIG' && /WSDS_POW_BITS/.test(e.message))
+    assert.equal(sweepPeriodMs(2000), 1000)
+    assert.equal(sweepPeriodMs(300_000), 30_000)
+    assert.equal(sweepPeriodMs(3_600_000), 60_000)
+  })
+
+  it('loads rules from an SSM parameter through the real client, retrying a failed load rather than skipping the rules', async () => {
+    let value: string | null = null
+    const ssmServer = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c: Buffer) => (body += c.toString()))
+      req.on('end', () => {
+        const { Name, WithDecryption } = JSON.parse(body) as { Name: string; WithDecryption: boolean }
+        const ok = value !== null && Name === '/wsds/policy' && WithDecryption
+        res.writeHead(ok ? 200 : 400, { 'content-type': 'application/x-amz-json-1.1' })
+        res.end(JSON.stringify(ok ? { Parameter: { Name, Value: value } } : { __type: 'ParameterNotFound', message: 'no such parameter' }))
+      })
+    })
+    await new Promise<void>((r) => ssmServer.listen(0, '127.0.0.1', r))
+    const ssm = new SSMClient({ endpoint: `http://127.0.0.1:${(ssmServer.address() as AddressInfo).port}`, region: 'local', credentials: { accessKeyId: 'l', secretAccessKey: 'l' }, maxAttempts: 1 })
+    try {
+      const policy = await loadPolicy('ssm:/wsds/policy', () => ssm).catch((e: Error) => e)
+      assert.match(String(policy), /ParameterNotFound|no such parameter/)
+      value = JSON.stringify({ rules: [{ name: 'bad', match: { path: '/x' }, action: 'maybe' }] })
+      await assert.rejects(loadPolicy('ssm:/wsds/policy', () => ssm), (e: Error & { code?: string }) => e.code === 'ERR_POLICY' && /bad/.test(e.message))
+      value = POLICY_JSON
+      assert.equal((await loadPolicy('ssm:/wsds/policy', () => ssm)).active, true)
+      // Through the authorizer: the first request fails (503) while the parameter is missing; the next one loads it.
+      value = null
+      const table = { load: async () => null, removeById: async () => null }
+      const authorize = createAuthorizer({
+        store: createMemoryStore(),
+        table: table as never,
+        connections: { alive: async () => true } as never,
+        config: { mode: 'enforce', policyFile: 'ssm:/wsds/policy' } as AwsConfig,
+        now: Date.now,
+        log: () => {},
+        ssm: () => ssm,
+      })
+      const probe = { type: 'REQUEST' as const, methodArn: 'arn:aws:execute-api:local:0:api/live/GET/api/health', httpMethod: 'GET', path: '/api/health', headers: {}, requestContext: { path: '/api/health', identity: { sourceIp: '192.0.2.1' } } }
+      await assert.rejects(authorize(probe), (e: Error) => e.message !== 'Unauthorized')
+      value = POLICY_JSON
+      const allowed = await authorize(probe)
+      assert.equal(allowed.policyDocument.Statement[0]!.Effect, 'Allow')
+      assert.equal(allowed.context?.rule, 'health-probe')
+    } finally {
+      ssm.destroy()
+      await stopServer(ssmServer)
+    }
   })
 })
