@@ -19,8 +19,8 @@ import { createCorsPolicy } from '../core/cors.ts'
 import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, RULE_HEADER, VERDICT_HEADER } from '../core/front.ts'
 import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm'
-import { WsdsError } from '../core/errors.ts'
-import { serviceTokenFrom, type Policy, type PolicySource } from '../core/policy.ts'
+import { WsdsError, isWsdsError } from '../core/errors.ts'
+import { compilePolicy, serviceTokenFrom, type Policy, type PolicySource } from '../core/policy.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
 import { nodeSha256, parsePolicyText, readPolicyFile } from '../server/policy-file.ts'
 import type { Store } from '../core/store.ts'
@@ -88,7 +88,20 @@ export async function loadPolicy(source: string, ssm: (() => SSMClient) | undefi
   const out = await ssm().send(new GetParameterCommand({ Name: source.slice(4), WithDecryption: true }))
   const text = out.Parameter?.Value
   if (text === undefined) throw new WsdsError('ERR_POLICY', `WSDS_POLICY_FILE: ${source} has no value`)
-  return parsePolicyText(text, text.trimStart().startsWith('{') ? `${source} (JSON).json` : source)
+  // An SSM parameter has no file name to tell JSON from YAML: JSON is an object's text.
+  if (!text.trimStart().startsWith('{')) return parsePolicyText(text, source)
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch (cause) {
+    throw new WsdsError('ERR_POLICY', `${source}: not JSON: ${(cause as Error).message}`, { cause })
+  }
+  try {
+    return compilePolicy(data)
+  } catch (err) {
+    if (isWsdsError(err, 'ERR_POLICY')) throw new WsdsError('ERR_POLICY', `${source}: ${err.message}`, { cause: err })
+    throw err
+  }
 }
 
 /**

@@ -87,7 +87,8 @@ export function createSessionDriver(deps: AwsDeps): SessionDriver {
    */
   const sweepAfter = (before: SessionItem, next: Transition, now: number): number | null | undefined => {
     if (next.state.phase === 'closed') return before.sweepAt === null ? undefined : null
-    if (isRechallenge(next.state)) return next.state.deadlineAt
+    // A frame during the re-challenge (a ping) leaves its deadline, and the index, as they are.
+    if (isRechallenge(next.state)) return next.state.deadlineAt === before.sweepAt ? undefined : next.state.deadlineAt
     if (!next.actions.some((a) => a.type === 'persist-verified')) return undefined
     const interval = config.rechallengeMs ?? null
     // Periodic re-challenges off: an answered operator re-challenge leaves the index.
