@@ -7,6 +7,10 @@
  * It also writes dist/aws/lambda-<first 16 hex of SHA-256 of the bundles>.zip, the S3 object
  * the committed template deploys (LambdaCodeKey): new code, new key, so CloudFormation sees a
  * change and updates the functions. The zip is deterministic (fixed timestamps, sorted).
+ *
+ * With WSDS_POLICY_FILE set to a path, the rules file is validated (the bundle fails naming
+ * the rule and field, as `wsds serve` would) and added as policy.json: YAML is converted here,
+ * so the functions never need the `yaml` package. `ssm:` sources are read at run time instead.
  */
 import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -14,6 +18,7 @@ import { crc32, deflateRawSync } from 'node:zlib'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import { build } from 'esbuild'
+import { decodePolicyText, readPolicyFile } from '../src/server/policy-file.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -58,7 +63,13 @@ export function zipFiles(entries: [string, Buffer][]): Buffer {
   return Buffer.concat([...locals, dir, end])
 }
 
-export async function bundleLambdas(outdir = join(ROOT, 'dist/aws')): Promise<{ outdir: string; files: Record<string, number>; zip: string }> {
+/** The rules file as the authorizer reads it from the zip (infra/stack.ts BUNDLED_POLICY_PATH). */
+export const POLICY_BUNDLE_NAME = 'policy.json'
+
+export async function bundleLambdas(
+  outdir = join(ROOT, 'dist/aws'),
+  options: { policyFile?: string } = {},
+): Promise<{ outdir: string; files: Record<string, number>; zip: string }> {
   const dir = join(ROOT, 'src/aws/lambda')
   const entryPoints = readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f))
   const out = await build({
@@ -77,7 +88,15 @@ export async function bundleLambdas(outdir = join(ROOT, 'dist/aws')): Promise<{ 
   })
   const files: Record<string, number> = {}
   for (const [file, info] of Object.entries(out.metafile.outputs)) if (file.endsWith('.cjs')) files[file.split('/').pop()!] = info.bytes
-  const names = Object.keys(out.metafile.outputs).map((f) => f.split('/').pop()!).filter((f) => f.endsWith('.cjs') || f.endsWith('.cjs.map')).sort()
+  const names = Object.keys(out.metafile.outputs).map((f) => f.split('/').pop()!).filter((f) => f.endsWith('.cjs') || f.endsWith('.cjs.map'))
+  const policyFile = options.policyFile?.trim()
+  if (policyFile && !policyFile.startsWith('ssm:')) {
+    readPolicyFile(policyFile) // throws ERR_POLICY naming the rule and field
+    const data = decodePolicyText(readFileSync(policyFile, 'utf8'), policyFile)
+    writeFileSync(join(outdir, POLICY_BUNDLE_NAME), JSON.stringify(data) + '\n')
+    names.push(POLICY_BUNDLE_NAME)
+  }
+  names.sort()
   const entries = names.map((name): [string, Buffer] => [name, readFileSync(join(outdir, name))])
   const hash = createHash('sha256')
   for (const [name, data] of entries) hash.update(name).update('\0').update(data).update('\0')
@@ -87,7 +106,7 @@ export async function bundleLambdas(outdir = join(ROOT, 'dist/aws')): Promise<{ 
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { outdir, files, zip } = await bundleLambdas()
+  const { outdir, files, zip } = await bundleLambdas(undefined, { policyFile: process.env.WSDS_POLICY_FILE })
   for (const [file, bytes] of Object.entries(files)) console.log(`${outdir}/${file}  ${(bytes / 1024).toFixed(0)} KiB`)
   console.log(`${zip}  (upload to S3 and pass its key as LambdaCodeKey)`)
 }

@@ -19,6 +19,8 @@ import {
   aws_apigatewayv2 as apigwv2,
   aws_apigatewayv2_integrations as integrations,
   aws_dynamodb as dynamodb,
+  aws_events as events,
+  aws_events_targets as eventTargets,
   aws_iam as iam,
   aws_lambda as lambda,
   aws_cloudwatch as cloudwatch,
@@ -28,6 +30,7 @@ import {
   aws_stepfunctions_tasks as tasks,
 } from 'aws-cdk-lib'
 import type { Construct } from 'constructs'
+import { SWEEP_INDEX } from '../src/aws/table.ts'
 
 export const STAGE_NAME = 'live'
 
@@ -45,10 +48,18 @@ export interface WsdsStackProps extends StackProps {
    * Deployment's logical id is derived from it, and a logical id cannot depend on a parameter.
    */
   authorizerTtlSeconds?: number
+  /**
+   * WSDS_POLICY_FILE for the authorizer (synth-time, like the TTL): the bundled file's path
+   * (`npm run bundle:aws` copies it into the zip as policy.json, infra/bundle.ts) or
+   * `ssm:/<parameter name>`. Set: the authorizer runs for every request (no identity source,
+   * no cache), since `allow` rules admit requests that carry no id, and a `deny` is 403
+   * {"error":"forbidden"}. Unset: no rules, the connectionId identity source and the TTL.
+   */
+  policyFile?: string
 }
 
 /** The Lambda functions: bundle file (src/aws/lambda/<name>.ts) per function. */
-export const FUNCTIONS = ['connect', 'disconnect', 'message', 'timer', 'authorizer', 'greeting'] as const
+export const FUNCTIONS = ['connect', 'disconnect', 'message', 'timer', 'authorizer', 'greeting', 'sweeper'] as const
 export type FunctionName = (typeof FUNCTIONS)[number]
 
 /** The S3 key must name its content (npm run bundle:aws writes lambda-<sha256 prefix>.zip), so new code means a new key. */
@@ -56,10 +67,15 @@ export const CODE_KEY_PATTERN = '^(.*/)?lambda-[0-9a-f]{16}\\.zip$'
 
 export const DEFAULT_AUTHORIZER_TTL_SECONDS = 5
 
+/** Where a bundled rules file lands in the Lambda zip (infra/bundle.ts), as the authorizer reads it. */
+export const BUNDLED_POLICY_PATH = '/var/task/policy.json'
+
 export class WsdsStack extends Stack {
   constructor(scope: Construct, id: string, props: WsdsStackProps) {
     super(scope, id, props)
-    const authorizerTtl = props.authorizerTtlSeconds ?? DEFAULT_AUTHORIZER_TTL_SECONDS
+    const policyFile = props.policyFile ?? null
+    // Rules read the method, path, address and service token, which no cache key holds.
+    const authorizerTtl = policyFile === null ? (props.authorizerTtlSeconds ?? DEFAULT_AUTHORIZER_TTL_SECONDS) : 0
 
     // --- parameters: the PROTOCOL.md configuration names, as the functions' environment ---
     const allowedOrigins = new CfnParameter(this, 'AllowedOrigins', {
@@ -127,6 +143,20 @@ export class WsdsStack extends Stack {
       minValue: 1,
       description: 'Alarm when 5xx responses, authorizer errors or failed executions reach this many in 5 minutes',
     })
+    const rechallenge = new CfnParameter(this, 'RechallengeMs', {
+      type: 'String',
+      default: 'off',
+      allowedPattern: '^(off|[0-9]+)$',
+      constraintDescription: 'off, or whole milliseconds (at least 1000)',
+      description: 'WSDS_RECHALLENGE_MS: re-challenge verified connections at this interval (the sweeper, every minute by EventBridge), or off',
+    })
+    const powBits = new CfnParameter(this, 'PowBits', {
+      type: 'Number',
+      default: 0,
+      minValue: 0,
+      maxValue: 32,
+      description: 'WSDS_POW_BITS: proof of work in every challenge, leading zero bits of SHA-256 (0 = none)',
+    })
     const useSsm = new CfnCondition(this, 'KeySetsInSsm', { expression: Fn.conditionEquals(keySetStore.valueAsString, 'ssm') })
     const hasPrevious = new CfnCondition(this, 'HasPreviousKeySet', { expression: Fn.conditionNot(Fn.conditionEquals(previousKeySetName.valueAsString, '')) })
     const hasTopic = new CfnCondition(this, 'HasAlarmTopic', { expression: Fn.conditionNot(Fn.conditionEquals(alarmTopic.valueAsString, '')) })
@@ -140,6 +170,14 @@ export class WsdsStack extends Stack {
       timeToLiveAttribute: 'ttl',
       // Records live for one connection at most: nothing worth keeping after a teardown.
       removalPolicy: RemovalPolicy.DESTROY,
+    })
+    // Sparse: only records the sweeper must look at carry its keys (src/aws/table.ts), so its
+    // Query reads due connections only. Keys only: the sweeper re-reads each record anyway.
+    table.addGlobalSecondaryIndex({
+      indexName: SWEEP_INDEX,
+      partitionKey: { name: 'sweepShard', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'sweepAt', type: dynamodb.AttributeType.NUMBER },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     })
 
     // --- functions ---
@@ -170,7 +208,8 @@ export class WsdsStack extends Stack {
         runtime: lambda.Runtime.NODEJS_22_X,
         architecture: lambda.Architecture.ARM_64,
         memorySize: 256,
-        timeout: Duration.seconds(10),
+        // The sweeper sweeps for 55 s of each minute when the interval is short (src/aws/sweeper.ts).
+        timeout: Duration.seconds(name === 'sweeper' ? 70 : 10),
         code,
         handler: `${name}.handler`,
         environment: common,
@@ -191,9 +230,20 @@ export class WsdsStack extends Stack {
       actions: [Fn.conditionIf(useSsm.logicalId, 'ssm:GetParameter', 'secretsmanager:GetSecretValue').toString()],
       resources: [keyArn(keySetName.valueAsString), Fn.conditionIf(hasPrevious.logicalId, keyArn(previousKeySetName.valueAsString), Aws.NO_VALUE).toString()],
     })
-    for (const name of ['message', 'timer'] as const) {
+    for (const name of ['message', 'timer', 'sweeper'] as const) {
       fns[name].addEnvironment('WSDS_KEYS_FILE', keysFile)
       fns[name].addToRolePolicy(readKeys)
+      // The functions that issue challenges: the first (message), after a lost race (timer), re-challenges (sweeper).
+      fns[name].addEnvironment('WSDS_RECHALLENGE_MS', rechallenge.valueAsString)
+      fns[name].addEnvironment('WSDS_POW_BITS', powBits.valueAsString)
+    }
+    if (policyFile !== null) {
+      fns.authorizer.addEnvironment('WSDS_POLICY_FILE', policyFile)
+      if (policyFile.startsWith('ssm:')) {
+        fns.authorizer.addToRolePolicy(
+          new iam.PolicyStatement({ actions: ['ssm:GetParameter'], resources: [this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: policyFile.slice(4).replace(/^\//, '') })] }),
+        )
+      }
     }
     fns.greeting.addEnvironment('WSDS_CORS_ORIGINS', Fn.conditionIf(hasCors.logicalId, corsOrigins.valueAsString, allowedOrigins.valueAsString).toString())
 
@@ -213,7 +263,7 @@ export class WsdsStack extends Stack {
       actions: ['execute-api:ManageConnections'],
       resources: [this.formatArn({ service: 'execute-api', resource: ws.apiId, resourceName: `${STAGE_NAME}/*/@connections/*` })],
     })
-    for (const name of ['message', 'timer', 'authorizer'] as const) {
+    for (const name of ['message', 'timer', 'authorizer', 'sweeper'] as const) {
       fns[name].addEnvironment('WSDS_CONNECTIONS_URL', stage.callbackUrl)
       fns[name].addToRolePolicy(manageConnections)
     }
@@ -270,6 +320,17 @@ export class WsdsStack extends Stack {
     onTable(fns.timer, 'GetItem', 'UpdateItem')
     onMachine(fns.timer, 'StartExecution', 'SendTaskSuccess')
     onTable(fns.authorizer, 'GetItem', 'DeleteItem')
+    // Scan: the operator's re-challenge of an origin or of all (`op: rechallenge`).
+    onTable(fns.sweeper, 'GetItem', 'UpdateItem', 'DeleteItem', 'Scan')
+    fns.sweeper.addToRolePolicy(new iam.PolicyStatement({ actions: ['dynamodb:Query'], resources: [Fn.join('', [table.tableArn, `/index/${SWEEP_INDEX}`])] }))
+
+    // --- re-challenges: the sweeper, every minute. Enabled with re-challenges off too: it
+    // also enforces the deadlines of operator re-challenges (about $0.07 a month idle, docs/aws.md).
+    new events.Rule(this, 'SweepSchedule', {
+      description: 'WSDS re-challenge sweeper (WSDS_RECHALLENGE_MS): due connections and missed re-challenge deadlines',
+      schedule: events.Schedule.rate(Duration.minutes(1)),
+      targets: [new eventTargets.LambdaFunction(fns.sweeper, { event: events.RuleTargetInput.fromObject({ op: 'sweep' }) })],
+    })
 
     // --- REST API: the protected greeting and forward auth behind the authorizer ---
     const rest = new apigw.RestApi(this, 'RestApi', {
@@ -278,13 +339,16 @@ export class WsdsStack extends Stack {
       cloudWatchRole: false,
     })
     // An authorizer change reaches clients only through a new deployment.
-    rest.latestDeployment?.addToLogicalId({ authorizerTtl })
+    rest.latestDeployment?.addToLogicalId({ authorizerTtl, ...(policyFile === null ? {} : { policyFile }) })
     const authorizer = new apigw.RequestAuthorizer(this, 'Authorizer', {
       handler: fns.authorizer,
-      // API Gateway answers 401 itself, without calling the function, when the header is missing.
-      identitySources: [apigw.IdentitySource.header('connectionId')],
+      // API Gateway answers 401 itself, without calling the function, when the header is
+      // missing: right without rules, wrong with them (an `allow` rule admits id-less requests).
+      identitySources: policyFile === null ? [apigw.IdentitySource.header('connectionId')] : [],
       resultsCacheTtl: Duration.seconds(authorizerTtl),
     })
+    // No identity source at all, rather than an empty one: optional when the cache is off.
+    if (policyFile !== null) (authorizer.node.findChild('Resource') as apigw.CfnAuthorizer).addPropertyDeletionOverride('IdentitySource')
     // Preflights carry no id (browsers never send custom headers on OPTIONS): answered by the
     // greeting function's CORS check (src/aws/rest.ts), with no authorizer.
     const preflight = new apigw.LambdaIntegration(fns.greeting, { allowTestInvoke: false })
@@ -292,7 +356,13 @@ export class WsdsStack extends Stack {
     greetingResource.addMethod('GET', new apigw.LambdaIntegration(fns.greeting, { allowTestInvoke: false }), { authorizer })
     greetingResource.addMethod('OPTIONS', preflight)
     // GET /wsds/auth: 204 with the admitted id's headers (PROTOCOL.md forward auth), no function behind it.
-    const authHeaders = { 'x-wsds-connection-id': 'connectionId', 'x-wsds-origin': 'origin', 'x-wsds-verdict': 'verdict' }
+    const authHeaders: Record<string, string> = {
+      'x-wsds-connection-id': 'connectionId',
+      'x-wsds-origin': 'origin',
+      'x-wsds-verdict': 'verdict',
+      // The rule that decided (the authorizer always sets it when rules are in force).
+      ...(policyFile === null ? {} : { 'x-wsds-rule': 'rule' }),
+    }
     rest.root.addResource('wsds').addResource('auth').addMethod(
       'GET',
       new apigw.MockIntegration({
@@ -316,7 +386,14 @@ export class WsdsStack extends Stack {
     // The authorizer throws "Unauthorized" (401); a missing header is 401 too. ACCESS_DENIED
     // (403, an explicit Deny) is mapped as well, so no refusal ever leaves as a 403.
     rest.addGatewayResponse('Unauthorized', { type: apigw.ResponseType.UNAUTHORIZED, statusCode: '401', templates: unauthorized, responseHeaders: corsHeaders })
-    rest.addGatewayResponse('AccessDenied', { type: apigw.ResponseType.ACCESS_DENIED, statusCode: '401', templates: unauthorized, responseHeaders: corsHeaders })
+    // With rules and no cache, the only explicit Deny is a `deny` rule's: 403 forbidden
+    // (PROTOCOL.md, "Policy rules"). Without rules it is a cached Allow for another path: 401.
+    rest.addGatewayResponse(
+      'AccessDenied',
+      policyFile === null
+        ? { type: apigw.ResponseType.ACCESS_DENIED, statusCode: '401', templates: unauthorized, responseHeaders: corsHeaders }
+        : { type: apigw.ResponseType.ACCESS_DENIED, statusCode: '403', templates: { 'application/json': '{"error":"forbidden"}' }, responseHeaders: corsHeaders },
+    )
     rest.addGatewayResponse('AuthorizerFailure', {
       type: apigw.ResponseType.AUTHORIZER_FAILURE,
       statusCode: '503',
@@ -345,12 +422,27 @@ export class WsdsStack extends Stack {
     new CfnOutput(this, 'RestApiUrl', { value: rest.url, description: 'Base URL of the protected REST API' })
     new CfnOutput(this, 'TableName', { value: table.tableName })
     new CfnOutput(this, 'StateMachineArn', { value: machine.stateMachineArn })
+    new CfnOutput(this, 'SweeperFunctionName', { value: fns.sweeper.functionName, description: 'Operator re-challenges: aws lambda invoke --function-name <this> --payload \'{"op":"rechallenge","all":true}\'' })
   }
 }
 
 /** `issue-challenge` -> `IssueChallengeFunction`: stable construct ids. */
 export function fnId(name: string): string {
   return name.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase()) + 'Function'
+}
+
+/**
+ * WSDS_POLICY_FILE at synth time: `ssm:/<name>` is passed on; a path is bundled
+ * (infra/bundle.ts) and read from BUNDLED_POLICY_PATH; unset or blank: no rules.
+ */
+export function policyFileFromEnv(env: Record<string, string | undefined>): string | undefined {
+  const text = env.WSDS_POLICY_FILE?.trim()
+  if (text === undefined || text === '') return undefined
+  if (text.startsWith('ssm:')) {
+    if (!/^ssm:\/?[A-Za-z0-9_.\-/]+$/.test(text)) throw new Error(`WSDS_POLICY_FILE=${JSON.stringify(text)}: not an SSM parameter name`)
+    return text
+  }
+  return BUNDLED_POLICY_PATH
 }
 
 /** WSDS_AUTH_CACHE_TTL_MS (PROTOCOL.md: on AWS rounded up to whole seconds, at most 3600). */

@@ -9,19 +9,24 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { App, BootstraplessSynthesizer } from 'aws-cdk-lib'
-import { WsdsStack } from './stack.ts'
+import { authorizerTtlFromEnv, policyFileFromEnv, WsdsStack } from './stack.ts'
 
 export const TEMPLATE_PATH = fileURLToPath(new URL('../deploy/aws/template.json', import.meta.url))
 
 /** `validate: false` skips CDK's built-in CloudFormation validation (seconds per synth) in unit tests. */
-export function synthTemplate(options: { validate?: boolean; authorizerTtlSeconds?: number } = {}): Record<string, unknown> {
+export function synthTemplate(options: { validate?: boolean; authorizerTtlSeconds?: number; policyFile?: string } = {}): Record<string, unknown> {
   const app = new App({
     outdir: mkdtempSync(join(tmpdir(), 'wsds-cdk-')),
     analyticsReporting: false,
     builtinCloudFormationValidation: options.validate ?? true,
     context: { 'aws:cdk:enable-path-metadata': false, 'aws:cdk:version-reporting': false },
   })
-  const stack = new WsdsStack(app, 'Wsds', { code: 'parameters', synthesizer: new BootstraplessSynthesizer(), ...(options.authorizerTtlSeconds === undefined ? {} : { authorizerTtlSeconds: options.authorizerTtlSeconds }) })
+  const stack = new WsdsStack(app, 'Wsds', {
+    code: 'parameters',
+    synthesizer: new BootstraplessSynthesizer(),
+    ...(options.authorizerTtlSeconds === undefined ? {} : { authorizerTtlSeconds: options.authorizerTtlSeconds }),
+    ...(options.policyFile === undefined ? {} : { policyFile: options.policyFile }),
+  })
   const assembly = app.synth()
   return assembly.getStackArtifact(stack.artifactId).template as Record<string, unknown>
 }
@@ -38,7 +43,14 @@ export function templateText(template: Record<string, unknown>): string {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  // `npm run synth -- --out FILE` writes a template of your own (e.g. with WSDS_POLICY_FILE or
+  // WSDS_AUTH_CACHE_TTL_MS set); without --out the committed one, which uses the defaults.
+  const at = process.argv.indexOf('--out')
+  const out = at === -1 ? TEMPLATE_PATH : process.argv[at + 1]
+  if (out === undefined || out === '') throw new Error('--out needs a file name')
+  const env = at === -1 ? {} : process.env
+  const policyFile = policyFileFromEnv(env)
   const started = performance.now()
-  writeFileSync(TEMPLATE_PATH, templateText(synthTemplate()))
-  console.log(`wrote ${TEMPLATE_PATH} in ${Math.round(performance.now() - started)} ms`)
+  writeFileSync(out, templateText(synthTemplate({ authorizerTtlSeconds: authorizerTtlFromEnv(env), ...(policyFile === undefined ? {} : { policyFile }) })))
+  console.log(`wrote ${out} in ${Math.round(performance.now() - started)} ms`)
 }

@@ -42,7 +42,7 @@ describe('AWS stack (CDK) and the committed template', () => {
     assert.ok(bytes < MAX_INLINE_TEMPLATE_BYTES, `${bytes} bytes`)
   })
 
-  it('has the resources: 6 nodejs22.x functions, one table, one Standard state machine, both APIs', () => {
+  it('has the resources: 7 nodejs22.x functions, one table, one Standard state machine, both APIs', () => {
     template.resourceCountIs('AWS::Lambda::Function', FUNCTIONS.length)
     template.allResourcesProperties('AWS::Lambda::Function', { Runtime: 'nodejs22.x', Architectures: ['arm64'] })
     for (const name of FUNCTIONS) assert.ok(logicalId(name), name)
@@ -54,7 +54,8 @@ describe('AWS stack (CDK) and the committed template', () => {
     // No CDK bootstrap needed: no BootstrapVersion parameter, no asset buckets.
     assert.deepEqual(Object.keys((fresh.Parameters as object) ?? {}).sort(), [
       'AlarmThreshold', 'AlarmTopicArn', 'AllowedOrigins', 'ChallengeTimeoutSeconds', 'CorsOrigins', 'KeySetName', 'KeySetStore',
-      'LambdaCodeBucket', 'LambdaCodeKey', 'LogRetentionDays', 'PreviousKeySetName', 'RateLimitBurst', 'RateLimitPerSecond',
+      'LambdaCodeBucket', 'LambdaCodeKey', 'LogRetentionDays', 'PowBits', 'PreviousKeySetName', 'RateLimitBurst', 'RateLimitPerSecond',
+      'RechallengeMs',
     ])
   })
 
@@ -151,7 +152,7 @@ describe('AWS stack (CDK) and the committed template', () => {
 
   it('keeps the key set out of the template: the functions get WSDS_KEYS_FILE built from KeySetStore and the names', () => {
     const withKeys = Object.entries(resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function' && JSON.stringify(r.Properties).includes('WSDS_KEYS_FILE'))
-    assert.deepEqual(withKeys.map(([id]) => id).sort(), [logicalId('message'), logicalId('timer')].sort())
+    assert.deepEqual(withKeys.map(([id]) => id).sort(), [logicalId('message'), logicalId('timer'), logicalId('sweeper')].sort())
     for (const [, r] of withKeys) {
       const text = JSON.stringify((r.Properties.Environment as { Variables: Record<string, unknown> }).Variables.WSDS_KEYS_FILE)
       assert.match(text, /"ssm:\/"/)
@@ -214,6 +215,7 @@ describe('AWS stack (CDK) and the committed template', () => {
       timer: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'execute-api:ManageConnections', 'states:SendTaskSuccess', 'states:StartExecution', keyRead],
       authorizer: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'execute-api:ManageConnections'],
       greeting: [],
+      sweeper: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'execute-api:ManageConnections', keyRead],
     }
     const policies = Object.values(resources).filter((r) => r.Type === 'AWS::IAM::Policy')
     for (const name of FUNCTIONS) {

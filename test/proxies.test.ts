@@ -564,7 +564,7 @@ describe('Traefik v3 configuration (deploy/traefik, structural: Traefik is not r
     }
   })
 
-  it('forwardAuth asks the gateway at /wsds/auth and copies the three X-WSDS-* headers and the verified connectionId', () => {
+  it('forwardAuth asks the gateway at /wsds/auth and copies the X-WSDS-* headers (the matched rule too) and the verified connectionId', () => {
     const fa = obj(obj(middlewares[forwardAuthName()], 'middleware').forwardAuth, 'forwardAuth')
     onlyKeys(
       fa,
@@ -577,7 +577,7 @@ describe('Traefik v3 configuration (deploy/traefik, structural: Traefik is not r
     assert.notEqual(fa.trustForwardHeader, true, 'X-Forwarded-* from clients are not trusted')
     assert.deepEqual(
       strings(fa.authResponseHeaders, 'authResponseHeaders').map((h) => h.toLowerCase()).sort(),
-      ['connectionid', ...WSDS_HEADERS].sort(),
+      ['connectionid', ...WSDS_HEADERS, 'x-wsds-rule'].sort(),
     )
   })
 
@@ -607,7 +607,7 @@ describe('Traefik v3 configuration (deploy/traefik, structural: Traefik is not r
         const headers = obj(middlewares[m], m).headers
         if (headers === undefined) return false
         const custom = obj(obj(headers, 'headers').customRequestHeaders ?? {}, 'customRequestHeaders')
-        return WSDS_HEADERS.every((h) => Object.entries(custom).some(([k, v]) => k.toLowerCase() === h && v === ''))
+        return [...WSDS_HEADERS, 'x-wsds-rule'].every((h) => Object.entries(custom).some(([k, v]) => k.toLowerCase() === h && v === ''))
       })
       assert.ok(clearing, `router ${name} clears client-sent X-WSDS-* headers`)
       if (name === apiName) assert.ok(chainOf.indexOf(clearing) < auth, 'cleared before forwardAuth sets them')

@@ -6,17 +6,24 @@
  * the method ARN, and the stack's gateway responses: UNAUTHORIZED and ACCESS_DENIED -> 401
  * `{"error":"unauthorized"}`, AUTHORIZER_FAILURE -> 503 `{"error":"store-unavailable"}`.
  * Like API Gateway, the cache cannot drop one key: revocation waits for the TTL.
+ *
+ * With policy rules (`policyRules`, the stack synthesized with WSDS_POLICY_FILE): no identity
+ * source and no cache, so every request reaches the authorizer, the id-less ones included;
+ * ACCESS_DENIED (an explicit Deny, which only a `deny` rule returns then) is 403
+ * `{"error":"forbidden"}`; the rule's name reaches the upstream as X-WSDS-Rule.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AuthorizerEvent, AuthorizerResult, ProxyEvent, ProxyResult } from '../../src/aws/events.ts'
 import { UNAUTHORIZED } from '../../src/aws/rest.ts'
-import { STORE_UNAVAILABLE_BODY, UNAUTHORIZED_BODY } from '../../src/core/front.ts'
+import { FORBIDDEN_BODY, STORE_UNAVAILABLE_BODY, UNAUTHORIZED_BODY } from '../../src/core/front.ts'
 import { LOCAL_ACCOUNT, LOCAL_REGION } from './template.ts'
 
 export interface RestApiOptions {
   authorizer: (event: AuthorizerEvent) => Promise<AuthorizerResult>
   /** Authorizer result cache TTL, seconds (0 = off); API Gateway's maximum is 3600. */
   cacheTtlSeconds: number
+  /** The stack's configuration for policy rules (infra/stack.ts): no identity source, TTL 0, deny = 403. */
+  policyRules?: boolean
   /** Path (after the mount prefix) -> Lambda proxy handler, GET only. */
   lambdas: Record<string, (event: ProxyEvent) => Promise<ProxyResult>>
   stage: string
@@ -78,21 +85,24 @@ export function createRestApi(options: RestApiOptions): RestApi {
       }
       // The stack's gateway responses echo the Origin, so a cross-origin page can read a refusal.
       const refusalCors: Record<string, string> = origin === undefined ? {} : { 'access-control-allow-origin': origin, vary: 'Origin' }
-      const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => sendRaw(res, status, body, status === 401 || status === 503 ? { ...refusalCors, ...headers } : headers)
+      const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) =>
+        sendRaw(res, status, body, status === 401 || status === 403 || status === 503 ? { ...refusalCors, ...headers } : headers)
       const lambda = options.lambdas[path]
       const proxied = lambda === undefined && path !== '/wsds/auth' && options.upstream !== undefined
       if (path !== '/wsds/auth' && !lambda && !proxied) return send(res, 403, '{"message":"Missing Authentication Token"}')
       const headers: Record<string, string> = {}
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v
-      const identity = headers.connectionid
-      if (identity === undefined || identity === '') {
+      const rules = options.policyRules === true
+      const identity = rules ? '' : headers.connectionid
+      if (!rules && (identity === undefined || identity === '')) {
         count('deny:missing')
         return send(res, 401, UNAUTHORIZED_BODY)
       }
       const methodArn = `arn:aws:execute-api:${LOCAL_REGION}:${LOCAL_ACCOUNT}:${apiId}/${options.stage}/${method}${path}`
       const now = Date.now()
       let result: AuthorizerResult
-      const hit = cache.get(identity)
+      const cacheTtlSeconds = rules ? 0 : options.cacheTtlSeconds
+      const hit = cacheTtlSeconds > 0 ? cache.get(identity!) : undefined
       if (hit && hit.until > now) {
         stats.cacheHits++
         result = hit.result
@@ -109,20 +119,21 @@ export function createRestApi(options: RestApiOptions): RestApi {
           count('deny:authorizer-failure')
           return send(res, 503, STORE_UNAVAILABLE_BODY, { 'retry-after': '1' })
         }
-        if (options.cacheTtlSeconds > 0) cache.set(identity, { result, until: now + options.cacheTtlSeconds * 1000 })
+        if (cacheTtlSeconds > 0) cache.set(identity!, { result, until: now + cacheTtlSeconds * 1000 })
       }
       const statements = result.policyDocument.Statement
       const denied = statements.some((s) => s.Effect === 'Deny' && matches(s.Resource, methodArn))
       const allowed = !denied && statements.some((s) => s.Effect === 'Allow' && matches(s.Resource, methodArn))
       if (!allowed) {
         count('deny:policy')
-        return send(res, 401, UNAUTHORIZED_BODY)
+        // The stack's ACCESS_DENIED gateway response: 403 forbidden with rules, else 401.
+        return rules ? send(res, 403, FORBIDDEN_BODY) : send(res, 401, UNAUTHORIZED_BODY)
       }
       count('allow')
       const ctx = result.context ?? {}
       if (path === '/wsds/auth') {
         // The stack's mock integration: 204 with the authorizer context as headers.
-        res.writeHead(204, { 'x-wsds-connection-id': ctx.connectionId ?? '', 'x-wsds-origin': ctx.origin ?? '', 'x-wsds-verdict': ctx.verdict ?? '' })
+        res.writeHead(204, { 'x-wsds-connection-id': ctx.connectionId ?? '', 'x-wsds-origin': ctx.origin ?? '', 'x-wsds-verdict': ctx.verdict ?? '', ...(rules ? { 'x-wsds-rule': ctx.rule ?? '' } : {}) })
         return void res.end()
       }
       if (proxied) {
@@ -131,6 +142,7 @@ export function createRestApi(options: RestApiOptions): RestApi {
           'x-wsds-connection-id': ctx.connectionId ?? '',
           'x-wsds-origin': ctx.origin ?? '',
           'x-wsds-verdict': ctx.verdict ?? 'allow',
+          ...(rules ? { 'x-wsds-rule': ctx.rule ?? '' } : {}),
         })
       }
       const out = await lambda!({ httpMethod: method, path, headers, queryStringParameters: url.searchParams.size ? Object.fromEntries(url.searchParams) : null, requestContext: { authorizer: { ...ctx, principalId: result.principalId } } })

@@ -21,13 +21,14 @@ import type { WebSocketEvent } from '../../src/aws/events.ts'
 import { createAuthorizer, createGreeting } from '../../src/aws/rest.ts'
 import { createCorsPolicy } from '../../src/core/cors.ts'
 import { createReverseProxy } from '../../src/proxy/reverse-proxy.ts'
-import { createConnectionsTable } from '../../src/aws/table.ts'
+import { createConnectionsTable, ensureConnectionsTable } from '../../src/aws/table.ts'
+import { createSweeper, sweepPeriodMs, type OperatorRechallenge, type Sweeper, type SweepResult } from '../../src/aws/sweeper.ts'
 import { createTaskHandlers, type TimerTaskInput } from '../../src/aws/tasks.ts'
 import { createWebSocketHandlers } from '../../src/aws/websocket.ts'
 import { createKeyRing } from '../../src/core/keyring.ts'
 import { generateKeySet, type KeySet } from '../../src/core/keyset.ts'
 import { createRandomPool } from '../../src/core/random.ts'
-import { createDynamoDbStore, ensureTable, type DynamoDbStore } from '../../src/stores/dynamodb.ts'
+import { createDynamoDbStore, type DynamoDbStore } from '../../src/stores/dynamodb.ts'
 import type { ServerConfig } from '../../src/server/config.ts'
 import { createRestApi, type RestApi } from './rest-api.ts'
 import { startLocalStepFunctions, type LocalFunction, type LocalStepFunctions } from './stepfunctions.ts'
@@ -64,8 +65,14 @@ export interface AwsLocal {
   dynamo: DynamoDBClient
   tableName: string
   registry: Registry
-  /** Authorizer cache TTL in force, seconds. */
+  /** Authorizer cache TTL in force, seconds (0 with policy rules, as the stack sets it). */
   authorizerTtlSeconds: number
+  /** The re-challenge sweeper the local EventBridge schedule runs (src/aws/sweeper.ts). */
+  sweeper: Sweeper
+  /** What the sweeper's passes did so far. */
+  sweeps: SweepResult & { passes: number }
+  /** The sweeper function invoked with an operator's request, as `aws lambda invoke` would. */
+  invokeSweeper(request: OperatorRechallenge): Promise<{ rechallenged: number }>
   close(): Promise<void>
 }
 
@@ -83,7 +90,8 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   })
   await new Promise<void>((r) => dynamoServer.listen(0, '127.0.0.1', r))
   const dynamo = new DynamoDBClient({ endpoint: `http://127.0.0.1:${(dynamoServer.address() as AddressInfo).port}`, region: 'local', credentials })
-  await ensureTable(dynamo, tableName)
+  // The stack's table: records, aliases and the sparse sweep index (src/aws/table.ts).
+  await ensureConnectionsTable(dynamo, tableName)
   for (const k of Object.keys(counters.dynamodb)) delete counters.dynamodb[k]
 
   const random = createRandomPool()
@@ -126,6 +134,8 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
       engineChecks: config.engineChecks,
       binding: config.binding,
       policyFile: config.policyFile ?? null,
+      rechallengeMs: config.rechallengeMs,
+      powBits: config.powBits,
     }
     return {
       config: awsConfig,
@@ -174,7 +184,9 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
   handlers = createWebSocketHandlers(d)
   tasks = createTaskHandlers(d)
 
-  const authorizerTtlSeconds = Math.ceil(config.authCacheTtlMs / 1000)
+  // With rules, the stack gives the authorizer no identity source and no cache (infra/stack.ts).
+  const policyRules = (config.policyFile ?? null) !== null
+  const authorizerTtlSeconds = policyRules ? 0 : Math.ceil(config.authCacheTtlMs / 1000)
   const greeting = lambdaFn('greeting', createGreeting(config.corsOrigins))
   const cors = createCorsPolicy(config.corsOrigins)
   const rest = createRestApi({
@@ -185,11 +197,44 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
     },
     authorizer: lambdaFn('authorizer', createAuthorizer(d)),
     cacheTtlSeconds: authorizerTtlSeconds,
+    policyRules,
     // WSDS_UPSTREAM replaces the demo greeting Lambda with the named service, as on npm start.
     lambdas: config.upstream === null ? { '/greeting': greeting } : {},
     ...(config.upstream === null ? {} : { upstream: createReverseProxy({ upstream: config.upstream, stripPrefix: '/api' }) }),
     stage: 'live',
   })
+
+  // EventBridge's schedule, compressed: on AWS one invocation a minute sweeps every period
+  // within its minute (src/aws/sweeper.ts); here each pass is one timer tick, counted as an
+  // invocation of the sweeper function.
+  const sweeper = createSweeper(d, { dynamo })
+  const sweeps = { due: 0, rechallenged: 0, closed: 0, skipped: 0, passes: 0 }
+  const pass = lambdaFn('sweeper', async () => {
+    const r = await sweeper.sweep()
+    sweeps.passes++
+    sweeps.due += r.due
+    sweeps.rechallenged += r.rechallenged
+    sweeps.closed += r.closed
+    sweeps.skipped += r.skipped
+    return r
+  })
+  const periodMs = config.rechallengeMs === null ? 60_000 : sweepPeriodMs(config.rechallengeMs)
+  let sweepTimer: NodeJS.Timeout | null = null
+  let sweeping: Promise<unknown> = Promise.resolve()
+  // Each pass starts one period after the previous one started, as the sweeper's own loop does.
+  const scheduleSweep = (delayMs = periodMs) => {
+    sweepTimer = setTimeout(() => {
+      const started = Date.now()
+      sweeping = pass({})
+        .catch((err: unknown) => console.error('sweeper failed:', err))
+        .finally(() => {
+          if (sweepTimer !== null) scheduleSweep(Math.max(0, periodMs - (Date.now() - started)))
+        })
+    }, delayMs)
+    sweepTimer.unref()
+  }
+  scheduleSweep()
+  const invokeSweeper = lambdaFn('sweeper', (request: OperatorRechallenge) => sweeper.rechallenge(request))
 
   const registry = createRegistry(counters, rest, ws, sfn)
   // The Lambda handlers do not negotiate challenge forms yet: they send `code`, which needs 'unsafe-eval'.
@@ -246,7 +291,13 @@ export async function startAwsLocal(config: ServerConfig, options: AwsLocalOptio
     tableName,
     registry,
     authorizerTtlSeconds,
+    sweeper,
+    sweeps,
+    invokeSweeper,
     async close() {
+      if (sweepTimer !== null) clearTimeout(sweepTimer)
+      sweepTimer = null
+      await sweeping
       await ws.close()
       await sfn.close()
       server.closeAllConnections()

@@ -6,7 +6,7 @@
  */
 import { WsdsError } from '../core/errors.ts'
 import type { Mode } from '../core/front.ts'
-import { readProtocolSettings, type Env, type ProtocolSettings } from '../core/settings.ts'
+import { int, readProtocolSettings, setting, type Env, type ProtocolSettings } from '../core/settings.ts'
 import { parseKeySources } from './keys.ts'
 
 export interface AwsConfig {
@@ -34,6 +34,13 @@ export interface AwsConfig {
   binding: ProtocolSettings['binding']
   /** WSDS_POLICY_FILE bundled with the function (the authorizer applies it); null = none. */
   policyFile?: string | null
+  /**
+   * WSDS_RECHALLENGE_MS (default off = null): the sweeper re-challenges verified connections
+   * at this interval (src/aws/sweeper.ts). Read by the message, timer and sweeper functions.
+   */
+  rechallengeMs?: number | null
+  /** WSDS_POW_BITS (default 0): proof of work in every challenge the handlers issue. */
+  powBits?: number
 }
 
 /** API Gateway's maximum connection duration (2 h) plus slack for $connect latency. */
@@ -60,5 +67,16 @@ export function readAwsConfig(env: Env, needs: { keys?: boolean; stateMachine?: 
     engineChecks: shared.engineChecks,
     binding: shared.binding,
     policyFile: shared.policyFile ?? null,
+    ...readStepUp(env),
   }
+}
+
+/**
+ * The step-up names with the bounds the self-hosted server gives them (src/server/config.ts):
+ * a value the server refuses is refused here too, at cold start.
+ */
+export function readStepUp(env: Env): { rechallengeMs: number | null; powBits: number } {
+  const text = setting(env, 'WSDS_RECHALLENGE_MS') ?? 'off'
+  const rechallengeMs = text.trim().toLowerCase() === 'off' ? null : int('WSDS_RECHALLENGE_MS', text, 1000, 86_400_000)
+  return { rechallengeMs, powBits: int('WSDS_POW_BITS', setting(env, 'WSDS_POW_BITS') ?? '0', 0, 32) }
 }

@@ -29,6 +29,8 @@ export interface AwsDeps {
   keyRing: () => Promise<KeyRing>
   random: RandomSource
   now: () => number
+  /** SSM, created on first use (WSDS_POLICY_FILE=ssm:<name>); absent where no SSM is reachable. */
+  ssm?: () => SSMClient
   /** One JSON line per outcome, for CloudWatch (default: console.log). */
   log: (event: Record<string, unknown>) => void
 }
@@ -58,6 +60,7 @@ export function depsFromEnv(env: Record<string, string | undefined>, needs: Deps
     keyRing: lazyKeyRing(() =>
       loadKeySets(config.keySources, { ssm: () => (ssm ??= new SSMClient({})), secretsManager: () => (secrets ??= new SecretsManagerClient({})) }),
     ),
+    ssm: () => (ssm ??= new SSMClient({})),
     random: createRandomPool(),
     now: Date.now,
     log: (event) => console.log(JSON.stringify(event)),

@@ -18,9 +18,11 @@ import { createAuthenticator } from '../core/authenticator.ts'
 import { createCorsPolicy } from '../core/cors.ts'
 import { SIGNATURE_HEADER } from '../core/access.ts'
 import { createFront, ORIGIN_RESPONSE_HEADER, CONNECTION_ID_RESPONSE_HEADER, RULE_HEADER, VERDICT_HEADER } from '../core/front.ts'
-import { serviceTokenFrom, type PolicySource } from '../core/policy.ts'
+import { GetParameterCommand, type SSMClient } from '@aws-sdk/client-ssm'
+import { WsdsError, isWsdsError } from '../core/errors.ts'
+import { compilePolicy, serviceTokenFrom, type Policy, type PolicySource } from '../core/policy.ts'
 import { nodeRequestMac } from '../crypto/node-binding.ts'
-import { nodeSha256, readPolicyFile } from '../server/policy-file.ts'
+import { nodeSha256, parsePolicyText, readPolicyFile } from '../server/policy-file.ts'
 import type { Store } from '../core/store.ts'
 import type { AwsDeps } from './deps.ts'
 import { header, type AuthorizerEvent, type AuthorizerResult, type ProxyEvent, type ProxyResult } from './events.ts'
@@ -54,12 +56,16 @@ export function targetOf(event: AuthorizerEvent): string {
 }
 
 /** The store as the authorizer reads it: a verified record whose socket API Gateway dropped is gone. */
-export function liveStore(deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'log'>): Store {
+export function liveStore(deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'log' | 'now'>): Store {
   return {
     ...deps.store,
     async get(id) {
       const item = await deps.table.load(id)
       if (item === null) return null
+      // A re-challenge keeps the id admitted until its deadline, not until the sweeper gets
+      // round to closing the socket (src/aws/sweeper.ts): past it, the id admits nothing.
+      const deadlineAt = item.state?.outstanding ? item.state.deadlineAt : null
+      if (deadlineAt !== null && deps.now() >= deadlineAt) return null
       if (item.record.status === 'verified' && !(await deps.connections.alive(item.gatewayId))) {
         deps.log({ event: 'lost-disconnect', connectionId: id })
         await deps.table.removeById(id)
@@ -72,16 +78,57 @@ export function liveStore(deps: Pick<AwsDeps, 'store' | 'table' | 'connections' 
 }
 
 /**
- * `policy`: rules to apply (default: WSDS_POLICY_FILE, read once at cold start: a bad file
- * fails the init, so API Gateway answers 503 rather than skipping the rules).
+ * The rules named by WSDS_POLICY_FILE on AWS: a path bundled with the function (npm run
+ * bundle:aws copies the file as JSON, infra/bundle.ts) or `ssm:<parameter name>`, read with
+ * the keys' SSM access. SSM text is JSON, or YAML when the `yaml` package is bundled.
+ */
+export async function loadPolicy(source: string, ssm: (() => SSMClient) | undefined): Promise<Policy> {
+  if (!source.startsWith('ssm:')) return readPolicyFile(source)
+  if (ssm === undefined) throw new WsdsError('ERR_CONFIG', `WSDS_POLICY_FILE: ${source} needs an SSM client`)
+  const out = await ssm().send(new GetParameterCommand({ Name: source.slice(4), WithDecryption: true }))
+  const text = out.Parameter?.Value
+  if (text === undefined) throw new WsdsError('ERR_POLICY', `WSDS_POLICY_FILE: ${source} has no value`)
+  // An SSM parameter has no file name to tell JSON from YAML: JSON is an object's text.
+  if (!text.trimStart().startsWith('{')) return parsePolicyText(text, source)
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch (cause) {
+    throw new WsdsError('ERR_POLICY', `${source}: not JSON: ${(cause as Error).message}`, { cause })
+  }
+  try {
+    return compilePolicy(data)
+  } catch (err) {
+    if (isWsdsError(err, 'ERR_POLICY')) throw new WsdsError('ERR_POLICY', `${source}: ${err.message}`, { cause: err })
+    throw err
+  }
+}
+
+/**
+ * `policy`: rules to apply (default: WSDS_POLICY_FILE, loaded on the first request and kept
+ * for the container's life; a failed load answers that request 503 and is retried on the
+ * next, so a bad file never means requests pass without the rules).
  */
 export function createAuthorizer(
-  deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'config' | 'now' | 'log'> & { policy?: PolicySource },
+  deps: Pick<AwsDeps, 'store' | 'table' | 'connections' | 'config' | 'now' | 'log' | 'ssm'> & { policy?: PolicySource },
 ): (event: AuthorizerEvent) => Promise<AuthorizerResult> {
   const authenticator = createAuthenticator({ store: liveStore(deps), cacheTtlMs: 0, now: deps.now })
-  const policy = deps.policy ?? (deps.config.policyFile ? { current: readPolicyFile(deps.config.policyFile) } : undefined)
-  const front = createFront({ authenticator, mode: deps.config.mode, requestMac: nodeRequestMac, ...(policy !== undefined ? { policy, sha256: nodeSha256 } : {}) })
+  const build = (policy: PolicySource | undefined) =>
+    ({ policy, front: createFront({ authenticator, mode: deps.config.mode, requestMac: nodeRequestMac, ...(policy !== undefined ? { policy, sha256: nodeSha256 } : {}) }) })
+  const source = deps.config.policyFile ?? null
+  let ready: Promise<ReturnType<typeof build>> | null =
+    deps.policy !== undefined || source === null ? Promise.resolve(build(deps.policy)) : null
+  const load = () =>
+    (ready ??= loadPolicy(source!, deps.ssm).then(
+      (current) => build({ current }),
+      (err: unknown) => {
+        ready = null
+        deps.log({ event: 'policy-failed', source, error: (err as Error).message })
+        throw err
+      },
+    ))
   return async (event) => {
+    const { policy, front } = await load()
     const connectionId = header(event.headers, 'connectionId')
     // A bound connection's request is admitted only with its WSDS-Signature over method and
     // target (PROTOCOL.md, "Request binding"), so the signature must be an identity source too.
@@ -115,8 +162,10 @@ export function createAuthorizer(
         verdict: decision.headers[VERDICT_HEADER] ?? decision.verdict,
         connectionId: decision.headers[CONNECTION_ID_RESPONSE_HEADER] ?? '',
         origin: decision.headers[ORIGIN_RESPONSE_HEADER] ?? '',
-        // Only when a rule decided ($context.authorizer.rule), so plain admissions look as before.
-        ...(decision.headers[RULE_HEADER] !== undefined ? { rule: decision.headers[RULE_HEADER] } : {}),
+        // With rules in force always ('' when none decided), so a response mapping of
+        // $context.authorizer.rule (X-WSDS-Rule, infra/stack.ts) has a value to map; without
+        // rules only when one decided, so plain admissions look as before.
+        ...(decision.headers[RULE_HEADER] !== undefined ? { rule: decision.headers[RULE_HEADER] } : policy?.current.active ? { rule: '' } : {}),
       },
     }
   }

@@ -9,6 +9,10 @@
  *   arming starts an execution, clearing ends the armed wait with SendTaskSuccess, and a wait
  *   that times out delivers the `deadline` event (src/aws/tasks.ts).
  *
+ * - re-challenges (WSDS_RECHALLENGE_MS): no Step Functions wait. The record's `sweepAt` says
+ *   when the sweeper (src/aws/sweeper.ts) must look again: the next re-challenge once
+ *   verified, the re-challenge's deadline while one is outstanding (docs/step-up.md, "On AWS").
+ *
  * No timer runs between Lambda invocations, so a message that arrives after the deadline is
  * first given the `deadline` event the timer would have delivered (a late answer is `timeout`).
  * Everything feature-specific (forms, binding, proof of work) reaches AWS through
@@ -23,6 +27,12 @@ import { createEngineChecks } from '../engine/parse5.ts'
 import { nodeSha256 } from '../crypto/node-sha256.ts'
 import type { AwsDeps } from './deps.ts'
 import type { SessionItem } from './table.ts'
+
+/** Jitter of periodic re-challenges, as the self-hosted timer's (src/gateway/rechallenge-timer.ts). */
+export const RECHALLENGE_JITTER = 0.1
+
+/** A verified connection with a challenge outstanding: a re-challenge, whose deadline the sweeper keeps. */
+export const isRechallenge = (state: ConnectionState): boolean => state.phase === 'verified' && state.outstanding !== null
 
 /** Input of one execution of the deadline state machine. */
 export interface TimerInput {
@@ -67,7 +77,24 @@ export function createSessionDriver(deps: AwsDeps): SessionDriver {
     binding: config.binding,
     binder,
     sha256: nodeSha256,
+    powBits: config.powBits ?? 0,
   })
+
+  /**
+   * Where the sweeper must look next, from what the transition did; undefined = unchanged.
+   * The next re-challenge is one interval after a verification less up to 10% jitter
+   * (PROTOCOL.md, "Re-challenge and proof of work"), drawn as the self-hosted timer draws it.
+   */
+  const sweepAfter = (before: SessionItem, next: Transition, now: number): number | null | undefined => {
+    if (next.state.phase === 'closed') return before.sweepAt === null ? undefined : null
+    // A frame during the re-challenge (a ping) leaves its deadline, and the index, as they are.
+    if (isRechallenge(next.state)) return next.state.deadlineAt === before.sweepAt ? undefined : next.state.deadlineAt
+    if (!next.actions.some((a) => a.type === 'persist-verified')) return undefined
+    const interval = config.rechallengeMs ?? null
+    // Periodic re-challenges off: an answered operator re-challenge leaves the index.
+    if (interval === null) return before.sweepAt === null ? undefined : null
+    return Math.round(now + interval - interval * RECHALLENGE_JITTER * Math.random())
+  }
 
   const disarm = async (taskToken: string | null) => {
     if (taskToken === null) return
@@ -124,9 +151,17 @@ export function createSessionDriver(deps: AwsDeps): SessionDriver {
         let timer: number | null | undefined
         for (const a of next.actions) if (a.type === 'timer') timer = a.at
         if (next.state === item.state && next.actions.length === 0) return next
+        // A re-challenge's deadline is the sweeper's (sweepAt), not a Step Functions wait.
+        if (timer !== undefined && timer !== null && isRechallenge(next.state)) timer = undefined
+        const sweepAt = sweepAfter(item, next, now)
         const persist = next.actions.find((a) => a.type === 'persist-verified')
         const verified = persist === undefined ? {} : { verifiedAt: now, ...(persist.bindKey !== undefined ? { bindKey: persist.bindKey } : {}) }
-        const change = { state: next.state, ...verified, ...(timer === undefined || timer === item.timerAt ? {} : { timerAt: timer }) }
+        const change = {
+          state: next.state,
+          ...verified,
+          ...(timer === undefined || timer === item.timerAt ? {} : { timerAt: timer }),
+          ...(sweepAt === undefined ? {} : { sweepAt }),
+        }
         // Committed before anything is sent: a lost race sends nothing twice.
         const saved = await table.save(id, item.rev, change)
         if (saved === null) continue

@@ -1,5 +1,5 @@
 /**
- * The connections table on AWS: two kinds of item.
+ * The connections table on AWS: two kinds of item, and one sparse index.
  *
  * - The record, keyed by our own id (src/core/lifecycle.ts newId: 128 CSPRNG bits), as the
  *   DynamoDB store writes it (`recordToItem`), so the authorizer reads it through the same
@@ -12,6 +12,12 @@
  *   names API Gateway's id only. It has no `status`, so the store never reads it as a
  *   record (our ids are base64url and never contain `#`).
  *
+ * - The sweep index (`SWEEP_INDEX`, KEYS_ONLY): records that carry `sweepAt` (N, epoch ms:
+ *   when the re-challenge sweeper must next look at them) and `sweepShard` (S). Only
+ *   verified records under WSDS_RECHALLENGE_MS have them, so the sweeper's Query reads due
+ *   connections only, whatever the table holds (src/aws/sweeper.ts). The shard spreads the
+ *   index over `SWEEP_SHARDS` partition values, so no single index partition takes every write.
+ *
  * Every write to a record is one conditional write on `rev`: a verdict spends the
  * outstanding token and marks the record verified together, and of two racing messages
  * exactly one commits. No transactions (dynalite has none), and a deleted connection is
@@ -19,9 +25,12 @@
  */
 import {
   ConditionalCheckFailedException,
+  CreateTableCommand,
   DeleteItemCommand,
+  DescribeTableCommand,
   GetItemCommand,
   PutItemCommand,
+  QueryCommand,
   UpdateItemCommand,
   type AttributeValue,
   type DynamoDBClient,
@@ -32,6 +41,14 @@ import { itemToRecord, recordToItem } from '../stores/dynamodb.ts'
 
 export const ALIAS_PREFIX = 'gw#'
 
+/** The sparse global secondary index of connections due for the sweeper (infra/stack.ts creates it). */
+export const SWEEP_INDEX = 'sweep'
+/** Partition values of the sweep index: `sweepShard` is "0".."15". */
+export const SWEEP_SHARDS = 16
+
+/** The index partition a connection's sweep entry lives in (its id's first character). */
+export const sweepShardOf = (id: string): string => String(id.charCodeAt(0) % SWEEP_SHARDS)
+
 export interface SessionItem {
   record: ConnectionRecord
   gatewayId: string
@@ -39,6 +56,8 @@ export interface SessionItem {
   rev: number
   timerAt: number | null
   taskToken: string | null
+  /** When the sweeper must next look at this connection (epoch ms); null = never. */
+  sweepAt: number | null
 }
 
 export interface SaveChange {
@@ -49,6 +68,8 @@ export interface SaveChange {
   bindKey?: string
   /** The deadline now armed; null = none; undefined = unchanged. */
   timerAt?: number | null
+  /** The sweeper's next look (epoch ms); null = out of the sweep index; undefined = unchanged. */
+  sweepAt?: number | null
 }
 
 export interface ConnectionsTable {
@@ -67,6 +88,12 @@ export interface ConnectionsTable {
   /** Deletes the alias and the record; returns what the record held. */
   removeByGateway(gatewayId: string): Promise<SessionItem | null>
   removeById(id: string): Promise<SessionItem | null>
+  /**
+   * Ids whose `sweepAt` has come (at most `limit`, spread over the shards, oldest first in
+   * each), from the sweep index: eventually consistent, so the caller re-reads each record
+   * before acting.
+   */
+  due(now: number, limit: number): Promise<string[]>
 }
 
 const conditionFailed = (err: unknown) =>
@@ -84,6 +111,7 @@ function toSession(item: Record<string, AttributeValue> | undefined): SessionIte
     rev: Number(item.rev?.N ?? 0),
     timerAt: item.timerAt?.N === undefined ? null : Number(item.timerAt.N),
     taskToken: item.taskToken?.S ?? null,
+    sweepAt: item.sweepAt?.N === undefined ? null : Number(item.sweepAt.N),
   }
 }
 
@@ -152,6 +180,12 @@ export function createConnectionsTable(client: DynamoDBClient, tableName: string
         values[':timer'] = { N: String(change.timerAt) }
         removes.push('taskToken')
       }
+      if (change.sweepAt === null) removes.push('sweepAt', 'sweepShard')
+      else if (change.sweepAt !== undefined) {
+        sets.push('sweepAt = :sweepAt', 'sweepShard = :shard')
+        values[':sweepAt'] = { N: String(change.sweepAt) }
+        values[':shard'] = { S: sweepShardOf(id) }
+      }
       try {
         const out = await client.send(
           new UpdateItemCommand({
@@ -207,5 +241,67 @@ export function createConnectionsTable(client: DynamoDBClient, tableName: string
       }
       return old
     },
+
+    async due(now, limit) {
+      // The shards at once: a pass costs one Query round trip, not sixteen in a row.
+      const perShard = Math.max(1, Math.ceil(limit / SWEEP_SHARDS))
+      const shards = await Promise.all(
+        Array.from({ length: SWEEP_SHARDS }, async (_, shard) => {
+          const ids: string[] = []
+          let start: Record<string, AttributeValue> | undefined
+          do {
+            const out = await client.send(
+              new QueryCommand({
+                TableName: tableName,
+                IndexName: SWEEP_INDEX,
+                KeyConditionExpression: 'sweepShard = :s AND sweepAt <= :now',
+                ExpressionAttributeValues: { ':s': { S: String(shard) }, ':now': { N: String(now) } },
+                Limit: Math.min(1000, perShard - ids.length),
+                ...(start === undefined ? {} : { ExclusiveStartKey: start }),
+              }),
+            )
+            for (const item of out.Items ?? []) if (item.connectionId?.S !== undefined) ids.push(item.connectionId.S)
+            start = out.LastEvaluatedKey
+          } while (start !== undefined && ids.length < perShard)
+          return ids
+        }),
+      )
+      return shards.flat().slice(0, limit)
+    },
   }
+}
+
+/**
+ * Creates the connections table with its sweep index when it does not exist: for the local
+ * emulation and tests (on AWS the stack creates it, infra/stack.ts, with the same shape).
+ */
+export async function ensureConnectionsTable(client: DynamoDBClient, tableName: string): Promise<void> {
+  try {
+    await client.send(new DescribeTableCommand({ TableName: tableName }))
+    return
+  } catch (err) {
+    if ((err as Error).name !== 'ResourceNotFoundException') throw err
+  }
+  await client.send(
+    new CreateTableCommand({
+      TableName: tableName,
+      BillingMode: 'PAY_PER_REQUEST',
+      AttributeDefinitions: [
+        { AttributeName: 'connectionId', AttributeType: 'S' },
+        { AttributeName: 'sweepShard', AttributeType: 'S' },
+        { AttributeName: 'sweepAt', AttributeType: 'N' },
+      ],
+      KeySchema: [{ AttributeName: 'connectionId', KeyType: 'HASH' }],
+      GlobalSecondaryIndexes: [
+        {
+          IndexName: SWEEP_INDEX,
+          KeySchema: [
+            { AttributeName: 'sweepShard', KeyType: 'HASH' },
+            { AttributeName: 'sweepAt', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
+        },
+      ],
+    }),
+  )
 }
