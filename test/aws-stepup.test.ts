@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test'
 import { SSMClient } from '@aws-sdk/client-ssm'
 import WebSocket from 'ws'
 import { startAwsLocal, type AwsLocal } from '../local/aws/stack.ts'
-import { readAwsConfig, readStepUp, type AwsConfig } from '../src/aws/config.ts'
+import { readAwsConfig, type AwsConfig } from '../src/aws/config.ts'
 import { createAuthorizer, loadPolicy } from '../src/aws/rest.ts'
 import { sweepPeriodMs } from '../src/aws/sweeper.ts'
 import { createMemoryStore } from '../src/stores/memory.ts'
@@ -325,8 +325,12 @@ describe('operator re-challenge and proof of work on AWS (aws:local)', () => {
 describe('AWS configuration for step-up and rules', () => {
   it('reads WSDS_RECHALLENGE_MS and WSDS_POW_BITS with the server\'s bounds, and names a bad value', () => {
     const env = { WSDS_TABLE: 'wsds-connections', WSDS_ALLOWED_ORIGINS: TEST_ORIGIN }
-    assert.deepEqual(readStepUp({}), { rechallengeMs: null, powBits: 0 })
-    assert.deepEqual(readStepUp({ WSDS_RECHALLENGE_MS: 'off', WSDS_POW_BITS: '0' }), { rechallengeMs: null, powBits: 0 })
+    const stepUpOf = (more: Record<string, string>) => {
+      const c = readAwsConfig({ ...env, ...more })
+      return { rechallengeMs: c.rechallengeMs, powBits: c.powBits }
+    }
+    assert.deepEqual(stepUpOf({}), { rechallengeMs: null, powBits: 0 })
+    assert.deepEqual(stepUpOf({ WSDS_RECHALLENGE_MS: 'off', WSDS_POW_BITS: '0' }), { rechallengeMs: null, powBits: 0 })
     assert.equal(readAwsConfig({ ...env, WSDS_RECHALLENGE_MS: '300000', WSDS_POW_BITS: '12' }).rechallengeMs, 300000)
     assert.equal(readAwsConfig({ ...env, WSDS_POW_BITS: '12' }).powBits, 12)
     assert.throws(() => readAwsConfig({ ...env, WSDS_RECHALLENGE_MS: '500' }), (e: Error & { code?: string }) => e.code === 'ERR_CONFIG' && /WSDS_RECHALLENGE_MS/.test(e.message))

@@ -67,16 +67,8 @@ export function readAwsConfig(env: Env, needs: { keys?: boolean; stateMachine?: 
     engineChecks: shared.engineChecks,
     binding: shared.binding,
     policyFile: shared.policyFile ?? null,
-    ...readStepUp(env),
+    rechallengeMs: shared.rechallengeMs,
+    powBits: shared.powBits,
   }
 }
 
-/**
- * The step-up names with the bounds the self-hosted server gives them (src/server/config.ts):
- * a value the server refuses is refused here too, at cold start.
- */
-export function readStepUp(env: Env): { rechallengeMs: number | null; powBits: number } {
-  const text = setting(env, 'WSDS_RECHALLENGE_MS') ?? 'off'
-  const rechallengeMs = text.trim().toLowerCase() === 'off' ? null : int('WSDS_RECHALLENGE_MS', text, 1000, 86_400_000)
-  return { rechallengeMs, powBits: int('WSDS_POW_BITS', setting(env, 'WSDS_POW_BITS') ?? '0', 0, 32) }
-}

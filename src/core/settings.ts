@@ -35,6 +35,10 @@ export interface ProtocolSettings {
   idRateLimit: number | null
   /** Policy rules file (YAML or JSON, PROTOCOL.md "Policy rules"); null = none. */
   policyFile: string | null
+  /** Re-challenge interval for verified connections, ms; null = off (docs/step-up.md). */
+  rechallengeMs: number | null
+  /** Base proof-of-work difficulty, bits (0 = none). */
+  powBits: number
 }
 
 export type Env = Record<string, string | undefined>
@@ -273,6 +277,24 @@ export const PROTOCOL_SETTINGS: readonly Setting<P>[] = [
     negate: 'off',
     help: 'admitted requests per second per `connectionId`, bursts of twice that, or `off`; over it 429 `{"error":"rate-limited"}` with `Retry-After` (per node in a cluster)',
     parse: offOr(wholeNumber(1, 1_000_000)),
+  },
+  {
+    key: 'rechallengeMs',
+    env: 'WSDS_RECHALLENGE_MS',
+    flag: '--rechallenge-ms',
+    default: 'off',
+    negate: 'off',
+    help: 're-challenge every verified connection at this interval, less up to 10% jitter, or `off`',
+    more: '([step-up](docs/step-up.md))',
+    parse: offOr(wholeNumber(1000, 86_400_000)),
+  },
+  {
+    key: 'powBits',
+    env: 'WSDS_POW_BITS',
+    flag: '--pow-bits',
+    default: '0',
+    help: 'proof of work in every challenge, leading zero bits of SHA-256 (0 = none)',
+    parse: wholeNumber(0, 32),
   },
 ]
 
