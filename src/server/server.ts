@@ -27,7 +27,7 @@ import { createReverseProxy } from '../proxy/reverse-proxy.ts'
 import { openStore } from '../stores/open-store.ts'
 import type { ServerConfig } from './config.ts'
 import { importAdapter } from '../stores/open-store.ts'
-import { createMetricsRegistry } from './metrics.ts'
+import { createMetricsRegistry, createPrometheusObserver } from './metrics.ts'
 import { ADMIN_RECHALLENGE_PATH, createAdmin } from './admin.ts'
 import { createPowPolicy } from '../core/pow-policy.ts'
 import { listenUnixSocket } from './unix-socket.ts'
@@ -150,8 +150,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       logger.warn({ event: 'store-outage-cached' }, 'connection store unreachable: admitting ids cached before the outage (WSDS_STORE_OUTAGE=cached)')
     },
   })
+  // Durations go straight into prom-client histograms as they happen (core/observer.ts).
+  const observer = createPrometheusObserver()
   const front = createFront({
     authenticator,
+    observer,
     mode: config.mode,
     bindingWindowMs: config.bindingWindowMs,
     requestMac: nodeRequestMac,
@@ -196,11 +199,12 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     logger,
     challengeForms: config.challengeForms,
     engineChecks,
+    observer,
     rechallengeMs: config.rechallengeMs,
     powPolicy: config.powBits > 0 || config.powMaxBits > 0 ? createPowPolicy({ baseBits: config.powBits, maxBits: Math.max(config.powBits, config.powMaxBits), now: Date.now }) : null,
   })
   const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
-  const registry = createMetricsRegistry({ gateway, authenticator, front })
+  const registry = createMetricsRegistry({ gateway, authenticator, front, observer })
   const proxy = config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX, trustProxy: config.trustProxy })
   const demo = config.demo
     ? await import('../demo/handler.ts').then((m) => m.createDemoHandler({ keySet: demoKeySet ?? keyRing.current, wsPath: WS_PATH }))
