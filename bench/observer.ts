@@ -5,6 +5,13 @@
  * observe alone. The handshake path makes one such call per verified handshake. CPU time of
  * this process, median of 7 rounds; figures belong in docs/benchmarks.md only from a quiet
  * machine. BENCH_OBSERVER_ITERATIONS (default 1000000) sets the count per round.
+ *
+ * Instruction counts do not depend on the machine's load: BENCH_OBSERVER_LOOP=none|prom runs
+ * only N cached decisions (no observer, or the server's), once, for
+ *   valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=/dev/null \
+ *     node --import tsx bench/observer.ts
+ * at two values of N; the difference of the "Collected" totals over the difference of N is
+ * the instructions per decision, start-up cancelled out (docs/benchmarks.md, "Metrics observer").
  */
 import { createAuthenticator } from '../src/core/authenticator.ts'
 import { createFront, type Front } from '../src/core/front.ts'
@@ -37,6 +44,14 @@ async function cachedFront(observer?: ReturnType<typeof createPrometheusObserver
   await front.decide({ connectionId: ID })
   if (front.decideCached(ID) === undefined) throw new Error('the id is not cached')
   return front
+}
+
+const loop = process.env.BENCH_OBSERVER_LOOP
+if (loop !== undefined) {
+  if (loop !== 'none' && loop !== 'prom') throw new Error(`BENCH_OBSERVER_LOOP must be none or prom, got ${JSON.stringify(loop)}`)
+  const front = await cachedFront(loop === 'prom' ? createPrometheusObserver() : undefined)
+  for (let i = 0; i < N; i++) front.decideCached(ID)
+  process.exit(0)
 }
 
 const bare = await cachedFront()
