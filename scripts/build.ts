@@ -10,12 +10,16 @@
  * 3. Files under src/ that are not TypeScript (the demo page's HTML and CSS) are copied.
  * 4. What the sources build at run time is built now: the demo app's browser bundle, since
  *    esbuild is not a dependency of the installed package.
+ * 5. prom-client, a devDependency, is vendored: the four classes /metrics uses, bundled into
+ *    dist/server/vendor/ with their licence, and the compiled server/prom.js imports that
+ *    bundle (scripts/vendor-prom-client.ts).
  */
 import { spawnSync } from 'node:child_process'
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEMO_BUNDLE_FILE, bundleDemoApp } from '../src/demo/handler.ts'
+import { vendorPromClient } from './vendor-prom-client.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SRC = join(ROOT, 'src')
@@ -67,6 +71,7 @@ export async function build(): Promise<{ files: number }> {
     cpSync(file, target)
   }
   writeFileSync(join(DIST, 'demo', DEMO_BUNDLE_FILE), await bundleDemoApp(join(SRC, 'demo', 'app.ts')))
+  await vendorPromClient(ROOT, DIST)
   return { files: walk(DIST).length }
 }
 

@@ -363,6 +363,10 @@ const server = app.listen(0, '127.0.0.1', () => console.log('app listening on ' 
         const missing = await fetch(`http://127.0.0.1:${port}/api/hello`)
         assert.equal(missing.status, 401)
         await missing.body?.cancel()
+        // /metrics runs on the prom-client bundled into dist/ (docs/packaging.md): the app has none installed.
+        const metrics = await fetch(`${url}/metrics`)
+        assert.equal(metrics.status, 200)
+        assert.match(await metrics.text(), /^wsds_handshake_duration_seconds_count\{node="[^"]+"\} 1$/m)
       } finally {
         client.ws.close()
         await client.closed

@@ -10,7 +10,7 @@ import { fromBase64Url } from './encoding.ts'
 import { jsRequestMac } from './hmac-sha256.ts'
 import { createQuota, type Quota } from './quota.ts'
 import { WsdsError, isWsdsError } from './errors.ts'
-import { createDurationHistogram, type DurationHistogram } from './histogram.ts'
+import { NO_OBSERVER, type DecisionObserver } from './observer.ts'
 import type { PolicyAction, PolicyMatch, PolicySource } from './policy.ts'
 import type { ConnectionRecord } from './store.ts'
 
@@ -72,8 +72,6 @@ export interface Front {
   readonly mode: Mode
   /** Decisions by verdict, plain integers for the metrics to copy at scrape time. */
   readonly decisions: Readonly<Record<string, number>>
-  /** Time to decide, including any store read. */
-  readonly decisionSeconds: DurationHistogram
   /** Policy rule outcomes: rule name (or DEFAULT_RULE_LABEL) -> action -> count, for the metrics. */
   readonly ruleDecisions: ReadonlyMap<string, Readonly<Record<PolicyAction, number>>>
 }
@@ -103,6 +101,8 @@ export interface FrontOptions {
    * (async); Node adapters pass node:crypto's, which is synchronous.
    */
   sha256?: (data: Uint8Array) => Uint8Array | Promise<Uint8Array>
+  /** Receives the time each decision took, store read included (core/observer.ts); default: none recorded. */
+  observer?: DecisionObserver
 }
 
 /** Stands in for the request of an unbound cached admission, which reads none of it. */
@@ -127,7 +127,7 @@ export function createFront(options: FrontOptions): Front {
   const mode = parseMode(options.mode ?? 'enforce')
   const decisions: Record<string, number> = { allow: 0 }
   const monitor = mode === 'monitor'
-  const decisionSeconds = createDurationHistogram()
+  const observer = options.observer ?? NO_OBSERVER
   const now = options.now ?? Date.now
   const windowMs = options.bindingWindowMs ?? DEFAULT_BINDING_WINDOW_MS
   if (!Number.isInteger(windowMs) || windowMs < 0) {
@@ -263,7 +263,6 @@ export function createFront(options: FrontOptions): Front {
   return {
     mode,
     decisions,
-    decisionSeconds,
     ruleDecisions,
     async decide(request) {
       const started = performance.now()
@@ -274,16 +273,16 @@ export function createFront(options: FrontOptions): Front {
         const token = policy.usesTokens && request.serviceToken !== undefined ? await tokenDigest(request.serviceToken) : undefined
         const outcome = ruleOutcome(policy.evaluate(request, token))
         if (outcome !== null) {
-          decisionSeconds.observe((performance.now() - started) / 1000)
+          observer.requestDecided((performance.now() - started) / 1000)
           return outcome
         }
       }
       let decision
       try {
         decision = await authenticator.check(request)
-        decisionSeconds.observe((performance.now() - started) / 1000)
+        observer.requestDecided((performance.now() - started) / 1000)
       } catch (err) {
-        decisionSeconds.observe((performance.now() - started) / 1000)
+        observer.requestDecided((performance.now() - started) / 1000)
         // Fail closed: a store we cannot read admits nobody (in enforce mode), and 503 tells
         // the client to retry rather than re-verify.
         if (isWsdsError(err, 'ERR_STORE_UNAVAILABLE')) return refuse(503, 'deny:store-unavailable')
@@ -301,7 +300,7 @@ export function createFront(options: FrontOptions): Front {
       if (hit === undefined) return undefined
       if (request === undefined && hit.record.bindKey !== undefined) return undefined
       const decision = admitChecked(hit.record, request ?? NO_REQUEST)
-      decisionSeconds.observe((performance.now() - started) / 1000)
+      observer.requestDecided((performance.now() - started) / 1000)
       return decision
     },
   }

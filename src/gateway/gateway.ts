@@ -31,6 +31,7 @@ import { isPowBits } from '../core/pow.ts'
 import { CloseCode, encodeServerMessage, type ChallengeForm } from '../core/protocol.ts'
 import { createRandomPool, type RandomSource } from '../core/random.ts'
 import type { ConnectionRecord, Store } from '../core/store.ts'
+import { NO_OBSERVER, type HandshakeObserver } from '../core/observer.ts'
 import { createOriginPolicy } from '../core/origin.ts'
 import type { RateLimiter } from './rate-limit.ts'
 import { createRechallengeTimer } from './rechallenge-timer.ts'
@@ -72,6 +73,8 @@ export interface GatewayOptions {
   challengeForms?: readonly ChallengeForm[]
   /** Engine checks (WSDS_ENGINE_CHECKS) with their HTML parser (src/engine/parse5.ts); absent: off. */
   engineChecks?: EngineChecks
+  /** Receives handshake and proof-of-work durations (core/observer.ts); default: none recorded. */
+  observer?: HandshakeObserver
 }
 
 export interface GatewayLogger {
@@ -231,6 +234,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const logger = options.logger
   const origins = createOriginPolicy(options.allowedOrigins)
   const stats = createGatewayStats()
+  const observer = options.observer ?? NO_OBSERVER
   const conns = new Map<string, Conn>()
   const powPolicy = options.powPolicy ?? null
   // Sockets still in their handshake: the load signal of the proof-of-work policy, kept as a
@@ -441,7 +445,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       rechallenger?.schedule(id)
       if (result.pow !== undefined) {
         stats.powSolved++
-        if (result.pow.solveMs !== null) stats.powSolveSeconds.observe(result.pow.solveMs / 1000)
+        if (result.pow.solveMs !== null) observer.powSolved(result.pow.solveMs / 1000)
       }
     } else {
       rechallenger?.cancel(id)
@@ -504,7 +508,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     store.put(conn.record, { ttlMs: leaseMs }).then(
       () => {
         if (conn.state.phase !== 'closed' && conns.has(conn.record.connectionId)) {
-          if (firstVerification) stats.handshakeSeconds.observe((t - conn.record.createdAt) / 1000)
+          if (firstVerification) observer.handshakeVerified((t - conn.record.createdAt) / 1000)
           for (const action of rest) if (action.type !== 'persist-verified') act(conn, action)
         }
         const backlog = conn.backlog ?? []

@@ -1,9 +1,8 @@
 /**
  * Plain integer counters for the gateway. The handshake path only increments fields; the
- * metrics adapter copies them into Prometheus at scrape time, which keeps a histogram or a
- * label lookup off the hot path.
+ * metrics adapter copies them into Prometheus at scrape time, which keeps a label lookup off
+ * the hot path. Durations are not counts: they go to the injected observer (core/observer.ts).
  */
-import { createDurationHistogram, type DurationHistogram } from '../core/histogram.ts'
 import type { EngineVerdict } from '../core/engine-check.ts'
 import type { RejectReason } from '../core/protocol.ts'
 
@@ -22,8 +21,6 @@ export interface GatewayStats {
   rateLimitedSockets: number
   closed: number
   storeErrors: number
-  /** Upgrade to verified, per verified handshake. */
-  handshakeSeconds: DurationHistogram
   /** Engine-check verdicts by browser family from the User-Agent (docs/protocol.md, "Engine checks"). */
   engineChecks: Record<BrowserFamily, Record<EngineVerdict, number>>
   /** Re-challenges sent to verified connections, by what asked for them. */
@@ -32,8 +29,6 @@ export interface GatewayStats {
   powIssued: Record<number, number>
   /** Answers with valid proof of work. */
   powSolved: number
-  /** Solve times the clients reported (answer.pow.ms): untrusted, for dashboards only. */
-  powSolveSeconds: DurationHistogram
 }
 
 export type BrowserFamily = 'chromium' | 'firefox' | 'safari' | 'other'
@@ -63,11 +58,9 @@ export function createGatewayStats(): GatewayStats {
     rateLimitedSockets: 0,
     closed: 0,
     storeErrors: 0,
-    handshakeSeconds: createDurationHistogram(),
     engineChecks: { chromium: verdicts(), firefox: verdicts(), safari: verdicts(), other: verdicts() },
     rechallenges: { periodic: 0, operator: 0 },
     powIssued: {},
     powSolved: 0,
-    powSolveSeconds: createDurationHistogram([0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16]),
   }
 }

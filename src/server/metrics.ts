@@ -1,22 +1,69 @@
 /**
- * Prometheus exposition. The hot paths count in plain integers (gateway stats, auth stats);
- * `collect` callbacks copy them into the registry (server/prometheus.ts, prom-client's API)
- * only when /metrics is scraped.
+ * Prometheus exposition through prom-client (server/prom.ts). The hot paths count in plain
+ * integers (gateway stats, auth stats) that `collect` callbacks copy into the registry only
+ * when /metrics is scraped; durations arrive one by one through the observer the server
+ * injects into the gateway and the front (core/observer.ts), straight into Histograms.
  */
-import { Counter, Gauge, Registry } from './prometheus.ts'
-import type { DurationHistogram } from '../core/histogram.ts'
+import { Counter, Gauge, Histogram, Registry } from './prom.ts'
 import type { Authenticator } from '../core/authenticator.ts'
 import type { Front } from '../core/front.ts'
+import type { MetricsObserver } from '../core/observer.ts'
 import type { Gateway } from '../gateway/gateway.ts'
+
+/** 0.5 ms to 5 s: handshakes take milliseconds; decisions (cache hits) microseconds. */
+export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+/** Proof of work takes a browser from tens of milliseconds to seconds (docs/protocol.md, "Proof of work"). */
+export const POW_SOLVE_BUCKETS: readonly number[] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16]
+
+/** An observer that feeds prom-client Histograms, which the registry exposes. */
+export interface PrometheusObserver extends MetricsObserver {
+  readonly histograms: readonly Histogram[]
+}
+
+/**
+ * The observer to inject into the gateway and the front before createMetricsRegistry. Its
+ * Histograms belong to no registry yet (prom-client would otherwise put them in its global
+ * one, and a second server in the process would collide); each method is one unlabelled
+ * `observe`, no label lookup.
+ */
+export function createPrometheusObserver(): PrometheusObserver {
+  const powSolve = durationHistogram('wsds_pow_solve_seconds', 'Proof-of-work solve time as reported by clients (answer.pow.ms; untrusted)', POW_SOLVE_BUCKETS)
+  const handshake = durationHistogram('wsds_handshake_duration_seconds', 'Time from upgrade to verified, per verified handshake', DURATION_BUCKETS)
+  const decision = durationHistogram('wsds_auth_decision_duration_seconds', 'Time the authenticator took to decide, store read included', DURATION_BUCKETS)
+  return {
+    histograms: [powSolve.histogram, handshake.histogram, decision.histogram],
+    handshakeVerified: handshake.observe,
+    powSolved: powSolve.observe,
+    requestDecided: decision.observe,
+  }
+}
+
+/**
+ * A Histogram and an `observe` that cannot throw. The observer runs inside the handshake and
+ * the request paths, and prom-client throws a TypeError on a value that is not a finite
+ * number: such a value is dropped instead, and a negative one (the wall clock stepped back
+ * during a handshake) counts as 0 rather than lowering the sum.
+ */
+function durationHistogram(name: string, help: string, buckets: readonly number[]): { histogram: Histogram; observe: (seconds: number) => void } {
+  const histogram = new Histogram({ name, help, buckets: [...buckets], registers: [] })
+  return {
+    histogram,
+    observe(seconds) {
+      if (Number.isFinite(seconds)) histogram.observe(seconds > 0 ? seconds : 0)
+    },
+  }
+}
 
 export interface MetricsSources {
   gateway: Gateway
   authenticator: Authenticator
   front: Front
+  /** The observer the gateway and the front were given. */
+  observer: PrometheusObserver
 }
 
 export function createMetricsRegistry(sources: MetricsSources): Registry {
-  const { gateway, authenticator, front } = sources
+  const { gateway, authenticator, front, observer } = sources
   const registry = new Registry()
   registry.setDefaultLabels({ node: gateway.nodeId })
   const s = gateway.stats
@@ -187,31 +234,7 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
       this.inc(s.powSolved)
     },
   })
-  registerHistogram(registry, 'wsds_pow_solve_seconds', 'Proof-of-work solve time as reported by clients (answer.pow.ms; untrusted)', s.powSolveSeconds)
-  registerHistogram(registry, 'wsds_handshake_duration_seconds', 'Time from upgrade to verified, per verified handshake', s.handshakeSeconds)
-  registerHistogram(registry, 'wsds_auth_decision_duration_seconds', 'Time the authenticator took to decide, store read included', front.decisionSeconds)
+  // Registered last, as the exposition always listed them.
+  for (const histogram of observer.histograms) registry.registerMetric(histogram)
   return registry
-}
-
-/**
- * Exposes a plain-integer histogram as a Prometheus histogram. prom-client's Histogram can
- * only be fed observation by observation; this reads the counts at scrape time instead.
- */
-function registerHistogram(registry: Registry, name: string, help: string, h: DurationHistogram): void {
-  registry.registerMetric({
-    name,
-    async get() {
-      const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = []
-      let cumulative = 0
-      h.bounds.forEach((le, i) => {
-        cumulative += h.counts[i]!
-        values.push({ metricName: `${name}_bucket`, labels: { le }, value: cumulative })
-      })
-      values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: h.count })
-      values.push({ metricName: `${name}_sum`, labels: {}, value: h.sum })
-      values.push({ metricName: `${name}_count`, labels: {}, value: h.count })
-      return { name, help, type: 'histogram', values, aggregator: 'sum' }
-    },
-    reset() {},
-  } as unknown as Parameters<Registry['registerMetric']>[0])
 }

@@ -27,7 +27,8 @@ import { importAdapter, openStore, type OpenedStore } from '../stores/open-store
 import { createAdmin } from './admin.ts'
 import type { ServerConfig } from './config.ts'
 import { createHttpServer, httpUrl, listenMetricsPort, listenSocket, listenTcp, shutdown, type ServerParts } from './listen.ts'
-import { createMetricsRegistry } from './metrics.ts'
+import { createMetricsRegistry, createPrometheusObserver } from './metrics.ts'
+import type { MetricsObserver } from '../core/observer.ts'
 import { nodeSha256, openPolicyFile, type PolicyFile } from './policy-file.ts'
 import { API_PREFIX, WS_PATH, createRequestRouter, type RequestRouter } from './router.ts'
 
@@ -138,16 +139,18 @@ export async function assembleServer(config: ServerConfig, options: StartOptions
     throw err
   }
   const { store, rateLimiter } = backend
-  const { authenticator, front } = createAccessControl(config, store, policy, logger)
+  // Durations go straight into prom-client histograms as they happen (core/observer.ts).
+  const observer = createPrometheusObserver()
+  const { authenticator, front } = createAccessControl(config, store, policy, logger, observer)
   const server = createHttpServer()
-  const gateway = attachGateway(server, gatewayOptions(config, { store, keyRing, rateLimiter, random, logger, engineChecks }))
+  const gateway = attachGateway(server, gatewayOptions(config, { store, keyRing, rateLimiter, random, logger, engineChecks, observer }))
   const admin = createAdmin({ token: config.adminToken, gateway, store, logger })
   const router = createRequestRouter({
     config,
     front,
     gateway,
     admin,
-    metrics: createMetricsRegistry({ gateway, authenticator, front }),
+    metrics: createMetricsRegistry({ gateway, authenticator, front, observer }),
     proxy: config.upstream === null ? null : createReverseProxy({ upstream: config.upstream, stripPrefix: API_PREFIX, trustProxy: config.trustProxy }),
     demo,
     policy,
@@ -230,6 +233,7 @@ export function createAccessControl(
   store: Store,
   policy: PolicyFile | null,
   logger: Logger,
+  observer?: MetricsObserver,
 ): { authenticator: Authenticator; front: Front } {
   // One log line per outage when the 'cached' policy first serves an id from the cache
   // (the counter is authenticator.stats.outageAdmissions, exported as a metric).
@@ -249,6 +253,7 @@ export function createAccessControl(
   })
   const front = createFront({
     authenticator,
+    ...(observer !== undefined ? { observer } : {}),
     mode: config.mode,
     bindingWindowMs: config.bindingWindowMs,
     requestMac: nodeRequestMac,
@@ -285,7 +290,7 @@ async function loadDemo(keySet: KeySet): Promise<DemoHandler> {
 /** The gateway's options from the configuration and the parts opened before it. */
 export function gatewayOptions(
   config: ServerConfig,
-  deps: { store: Store; keyRing: KeyRing; rateLimiter: RateLimiter | null; random: RandomSource; logger: Logger; engineChecks: EngineChecks | undefined },
+  deps: { store: Store; keyRing: KeyRing; rateLimiter: RateLimiter | null; random: RandomSource; logger: Logger; engineChecks: EngineChecks | undefined; observer?: MetricsObserver },
 ): GatewayOptions {
   return {
     ...deps,
