@@ -3,15 +3,17 @@
  * - protected requests per second through the gateway's /api proxy for a bound connection
  *   (every request verifies a WSDS-Signature HMAC, cached admission), against the same
  *   reverse proxy with no authentication (bench/servers/plain-proxy.ts), both driven by wrk
- *   with the same keep-alive load, alternating in rounds;
+ *   with the same keep-alive load and the same request headers, in rotation with an unbound
+ *   connection on a second gateway; next to the req/s ratio, server CPU per request of each
+ *   (from /proc, over each wrk round), which the load generator's noise does not move;
  * - handshakes per gateway CPU-second with binding on (bound clients: ECDH + HKDF per
  *   connection on the gateway) against off, counted from /proc for the gateway process only.
  *
  *   node --import tsx bench/binding.ts
  *
- * Knobs: BENCH_DURATION_MS (per wrk round, default 5000; a signature is reused for the whole
- * run, so keep rounds x duration under WSDS_BINDING_WINDOW_MS, 30 s), BENCH_ROUNDS (2),
- * BENCH_HANDSHAKES (1000 per side), BENCH_CONCURRENCY (16).
+ * Knobs: BENCH_DURATION_MS (per wrk round, default 5000; the signature is made before each
+ * round and reused through it, so keep a round under WSDS_BINDING_WINDOW_MS, 30 s),
+ * BENCH_ROUNDS (2), BENCH_HANDSHAKES (1000 per side; 0 = requests only), BENCH_CONCURRENCY (16).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -19,7 +21,7 @@ import { join } from 'node:path'
 import { generateKeySet } from '../src/core/keyset.ts'
 import { createRandomPool } from '../src/core/random.ts'
 import { bindOffer, boundHandshake, type BindingTarget } from '../test/contracts/binding-suite.ts'
-import { openSocket, solve } from '../test/helpers/ws-client.ts'
+import { openSocket, solve, verifiedHandshake } from '../test/helpers/ws-client.ts'
 import { ORIGIN, killAll, log, start, stop } from './lib/common.ts'
 import { processCpuMs } from './lib/stats.ts'
 import { runWrk } from './lib/wrk.ts'
@@ -74,23 +76,49 @@ const plain = await start('plain-proxy', 'servers/plain-proxy.ts', { env: { BENC
 const bound = await start('gateway-bound', 'servers/gateway.ts', { env: gatewayEnv('optional', upstream.info.url) })
 const unbound = await start('gateway-off', 'servers/gateway.ts', { env: gatewayEnv('off', upstream.info.url) })
 
-// Requests: one bound connection, its signature reused (valid for the window).
+// Requests: one bound connection on the bound gateway, one unbound connection on the other,
+// and the plain proxy, in rotation. Every client sends the same request (the plain proxy gets
+// the bound client's headers too, so both forward the same bytes) and the signature is made
+// afresh before each round, so rounds of any length stay inside the window.
 const target: BindingTarget = { wsUrl: bound.info.wsUrl, restUrl: bound.info.url, origin: ORIGIN, keySet, protectedPath: PATH, windowMs: 30_000, exactCloseCodes: true, close: async () => {} }
 const conn = await boundHandshake(target)
-const headers = { connectionId: conn.connectionId, 'WSDS-Signature': await conn.sign('GET', PATH) }
-const check = await fetch(bound.info.url + PATH, { headers })
+const plainConn = await verifiedHandshake(unbound.info.wsUrl, { origin: ORIGIN, keys: keySet.keys })
+const boundHeaders = async () => ({ connectionId: conn.connectionId, 'WSDS-Signature': await conn.sign('GET', PATH) })
+const check = await fetch(bound.info.url + PATH, { headers: await boundHeaders() })
 if (check.status !== 200) throw new Error(`signed request refused: ${check.status}`)
-const wrkOptions = { connections: 32, threads: 1, durationMs: DURATION_MS }
-const rates: { bound: number[]; plain: number[] } = { bound: [], plain: [] }
+const wrkOptions = { connections: 32, threads: 1 }
+interface RequestSide {
+  name: string
+  child: typeof bound
+  url: string
+  headers: () => Promise<Record<string, string>>
+  perSecond: number[]
+  requests: number
+  serverCpuMs: number
+  upstreamCpuMs: number
+}
+const side = (name: string, child: typeof bound, headers: () => Promise<Record<string, string>>): RequestSide => ({ name, child, url: child.info.url + PATH, headers, perSecond: [], requests: 0, serverCpuMs: 0, upstreamCpuMs: 0 })
+const plainSide = side('plain proxy', plain, boundHeaders)
+const boundSide = side('gateway, bound', bound, boundHeaders)
+const unboundSide = side('gateway, unbound', unbound, async () => ({ connectionId: plainConn.connectionId }))
+const sides = [plainSide, boundSide, unboundSide]
+for (const s of sides) await runWrk({ url: s.url, headers: await s.headers(), ...wrkOptions, durationMs: 1000 }) // warm-up
 for (let round = 0; round < ROUNDS; round++) {
-  const p = await runWrk({ url: plain.info.url + PATH, headers: {}, ...wrkOptions })
-  const b = await runWrk({ url: bound.info.url + PATH, headers, ...wrkOptions })
-  if (b.non2xx > 0 || b.errors > 0) throw new Error(`bound run had ${b.non2xx} non-2xx and ${b.errors} errors`)
-  rates.plain.push(p.total / p.seconds)
-  rates.bound.push(b.total / b.seconds)
-  log(`round ${round + 1}: plain ${Math.round(rates.plain.at(-1)!)} req/s, bound ${Math.round(rates.bound.at(-1)!)} req/s`)
+  for (const s of round % 2 === 0 ? sides : [...sides].reverse()) {
+    const headers = await s.headers()
+    const cpu0 = processCpuMs(s.child.pid)
+    const up0 = processCpuMs(upstream.pid)
+    const r = await runWrk({ url: s.url, headers, ...wrkOptions, durationMs: DURATION_MS })
+    s.serverCpuMs += processCpuMs(s.child.pid) - cpu0
+    s.upstreamCpuMs += processCpuMs(upstream.pid) - up0
+    if (r.non2xx > 0 || r.errors > 0) throw new Error(`${s.name}: ${r.non2xx} non-2xx and ${r.errors} errors`)
+    s.perSecond.push(r.total / r.seconds)
+    s.requests += r.total
+  }
+  log(`round ${round + 1}: ${sides.map((s) => `${s.name} ${Math.round(s.perSecond.at(-1)!)} req/s`).join(', ')}`)
 }
 await conn.client.close()
+await plainConn.client.close()
 
 // Handshakes per gateway CPU-second, bound vs off, each on its own gateway process.
 const perCpuSecond = async (child: typeof bound, isBound: boolean) => {
@@ -99,15 +127,43 @@ const perCpuSecond = async (child: typeof bound, isBound: boolean) => {
   await handshakes(child.info.wsUrl, HANDSHAKES, isBound)
   return HANDSHAKES / ((processCpuMs(child.pid) - before) / 1000)
 }
-const hsOff = await perCpuSecond(unbound, false)
-const hsOn = await perCpuSecond(bound, true)
+// BENCH_HANDSHAKES=0 skips this part (request figures only).
+const hsOff = HANDSHAKES > 0 ? await perCpuSecond(unbound, false) : NaN
+const hsOn = HANDSHAKES > 0 ? await perCpuSecond(bound, true) : NaN
 
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!
+const cpuUs = (s: RequestSide) => (s.serverCpuMs * 1000) / Math.max(1, s.requests)
+const upstreamUs = (s: RequestSide) => (s.upstreamCpuMs * 1000) / Math.max(1, s.requests)
+const sideReport = (s: RequestSide) => ({ perSecond: median(s.perSecond), rounds: s.perSecond.map(Math.round), serverCpuUsPerRequest: cpuUs(s), upstreamCpuUsPerRequest: upstreamUs(s) })
 const report = {
-  protectedRequests: { boundPerSecond: median(rates.bound), plainProxyPerSecond: median(rates.plain), ratio: median(rates.bound) / median(rates.plain), target: 0.85 },
+  protectedRequests: {
+    bound: sideReport(boundSide),
+    unbound: sideReport(unboundSide),
+    plainProxy: sideReport(plainSide),
+    ratio: median(boundSide.perSecond) / median(plainSide.perSecond),
+    target: 0.85,
+    // Requests per server CPU-second, bound / plain: the same figure without the load generator's noise.
+    cpuRatio: cpuUs(plainSide) / cpuUs(boundSide),
+    unboundCpuRatio: cpuUs(plainSide) / cpuUs(unboundSide),
+  },
   handshakesPerCpuSecond: { bindingOn: hsOn, bindingOff: hsOff, ratio: hsOn / hsOff, target: 0.8 },
   settings: { durationMs: DURATION_MS, rounds: ROUNDS, handshakes: HANDSHAKES, concurrency: CONCURRENCY, wrkConnections: 32 },
 }
+const pass = (ok: boolean) => (ok ? 'PASS' : 'MISS')
+const f = (n: number, d = 0) => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d })
+const pr = report.protectedRequests
+const lines = [
+  `| figure | WSDS | plain proxy | ratio | target | verdict |`,
+  `| --- | ---: | ---: | ---: | --- | --- |`,
+  `| protected req/s, bound (median of ${ROUNDS} rounds) | ${f(pr.bound.perSecond)} | ${f(pr.plainProxy.perSecond)} | ${f(pr.ratio, 2)}x | >= 0.85x | ${pass(pr.ratio >= 0.85)} |`,
+  `|   server CPU per request, us, bound | ${f(cpuUs(boundSide), 1)} | ${f(cpuUs(plainSide), 1)} | ${f(pr.cpuRatio, 2)}x (requests per CPU-second) | >= 0.85x | ${pass(pr.cpuRatio >= 0.85)} |`,
+  `|   server CPU per request, us, unbound (context) | ${f(cpuUs(unboundSide), 1)} | ${f(cpuUs(plainSide), 1)} | ${f(pr.unboundCpuRatio, 2)}x | | |`,
+  `|   upstream CPU per request, us, bound / unbound | ${f(upstreamUs(boundSide), 1)} / ${f(upstreamUs(unboundSide), 1)} | ${f(upstreamUs(plainSide), 1)} | | | |`,
+  HANDSHAKES > 0
+    ? `| handshakes per gateway CPU-second, binding on / off | ${f(hsOn)} | ${f(hsOff)} | ${f(hsOn / hsOff, 2)}x | >= 0.80x | ${pass(hsOn / hsOff >= 0.8)} |`
+    : '| handshakes per gateway CPU-second | skipped (BENCH_HANDSHAKES=0) | | | | |',
+]
+process.stderr.write(lines.join('\n') + '\n')
 process.stdout.write(JSON.stringify(report, null, 2) + '\n')
 for (const child of [bound, unbound, plain, upstream]) await stop(child)
 process.exit(0)

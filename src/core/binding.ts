@@ -106,6 +106,10 @@ const S_RE = /^[A-Za-z0-9_-]{43}$/
  */
 export function parseSignatureHeader(value: string): ParsedSignature | null {
   if (value.length > MAX_HEADER_LENGTH) return null
+  // Every request of a bound connection carries the header, almost always in the form the
+  // SDK writes; reading that form directly spares the general parse its splits and trims.
+  const exact = parseSdkForm(value)
+  if (exact !== null) return exact
   let t: string | undefined
   let s: string | undefined
   for (const part of value.split(',')) {
@@ -126,6 +130,27 @@ export function parseSignatureHeader(value: string): ParsedSignature | null {
   }
   if (t === undefined || s === undefined || !T_RE.test(t) || s.length !== MAC_B64_LENGTH || !S_RE.test(s)) return null
   return { t, time: Number(t), s }
+}
+
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39
+const isBase64UrlChar = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || isDigit(c) || c === 0x2d || c === 0x5f
+
+/**
+ * `t=<1-16 digits>, s=<43 base64url characters>` exactly (formatSignatureHeader's output), or
+ * null for anything else, which the general parser then reads: it gives the same result for
+ * every string this accepts.
+ */
+function parseSdkForm(value: string): ParsedSignature | null {
+  const n = value.length
+  const sStart = n - MAC_B64_LENGTH
+  const tEnd = sStart - 4
+  if (tEnd < 3 || tEnd > 18 || value.charCodeAt(0) !== 0x74 /* t */ || value.charCodeAt(1) !== 0x3d /* = */) return null
+  // ", s="
+  if (value.charCodeAt(tEnd) !== 0x2c || value.charCodeAt(tEnd + 1) !== 0x20 || value.charCodeAt(tEnd + 2) !== 0x73 || value.charCodeAt(tEnd + 3) !== 0x3d) return null
+  for (let i = 2; i < tEnd; i++) if (!isDigit(value.charCodeAt(i))) return null
+  for (let i = sStart; i < n; i++) if (!isBase64UrlChar(value.charCodeAt(i))) return null
+  const t = value.slice(2, tEnd)
+  return { t, time: Number(t), s: value.slice(sStart) }
 }
 
 export type SignatureCheck = 'ok' | 'unsigned' | 'malformed' | 'stale' | 'bad-mac'

@@ -7,7 +7,7 @@ import type { AccessRequest, DenyReason } from './access.ts'
 import type { Authenticator } from './authenticator.ts'
 import { checkRequestSignature, DEFAULT_BINDING_WINDOW_MS, type RequestMac, type RequestMacFactory, type SignatureCheck } from './binding.ts'
 import { fromBase64Url } from './encoding.ts'
-import { jsRequestMac } from './hmac-sha256.ts'
+import { keyedRequestMac } from './request-mac.ts'
 import { createQuota, type Quota } from './quota.ts'
 import { WsdsError, isWsdsError } from './errors.ts'
 import { NO_OBSERVER, type DecisionObserver } from './observer.ts'
@@ -83,8 +83,8 @@ export interface FrontOptions {
   /** How far a signature's `t` may be from now, ms (WSDS_BINDING_WINDOW_MS, default 30000). */
   bindingWindowMs?: number
   /**
-   * HMAC-SHA256 for bound connections' signatures. Node fronts pass node:crypto's
-   * (crypto/node-binding.ts); the default is plain JavaScript (core/hmac-sha256.ts).
+   * HMAC-SHA256 for bound connections' signatures. Default: the keyed pure-JS HMAC
+   * (core/request-mac.ts), synchronous on every runtime.
    */
   requestMac?: RequestMacFactory
   /** Admitted requests per second per connectionId, bursts of twice that (WSDS_ID_RATE_LIMIT); null = off (default). */
@@ -133,7 +133,7 @@ export function createFront(options: FrontOptions): Front {
   if (!Number.isInteger(windowMs) || windowMs < 0) {
     throw new WsdsError('ERR_CONFIG', `bindingWindowMs must be a non-negative integer, got ${windowMs}`)
   }
-  const macFactory = options.requestMac ?? jsRequestMac
+  const macFactory = options.requestMac ?? keyedRequestMac
   const quota: Quota | null = options.idRateLimit == null ? null : createQuota({ perSecond: options.idRateLimit })
   const policySource = options.policy
   const sha256 = options.sha256 ?? webSha256

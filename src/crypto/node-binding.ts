@@ -5,6 +5,7 @@
  */
 import { createECDH, createHmac, createSecretKey, hkdfSync } from 'node:crypto'
 import { BINDING_INFO, type Binder, type RequestMac, type RequestMacFactory } from '../core/binding.ts'
+import { keyedRequestMac } from '../core/request-mac.ts'
 
 /**
  * ECDH P-256 with a fresh key pair per connection, then HKDF-SHA256 (PROTOCOL.md, "Request
@@ -25,8 +26,16 @@ export function createNodeBinder(): Binder {
   }
 }
 
-/** HMAC-SHA256 under one K_req; the KeyObject is built once per connection, not per request. */
-export const nodeRequestMac: RequestMacFactory = (requestKey) => {
+/**
+ * HMAC-SHA256 under one K_req for the Node fronts: the keyed pure-JS HMAC of
+ * core/request-mac.ts (pad midstates computed once per connection). Measured per request it
+ * costs less than `createHmac` (an Hmac object, a KeyObject lookup and two native calls per
+ * request), and it leaves no garbage (docs/benchmarks.md, "Request binding").
+ */
+export const nodeRequestMac: RequestMacFactory = keyedRequestMac
+
+/** node:crypto's HMAC-SHA256 under one K_req (the KeyObject built once): the reference the tests hold the keyed one to. */
+export const nodeCryptoRequestMac: RequestMacFactory = (requestKey) => {
   const key = createSecretKey(requestKey)
   const mac: RequestMac = (data) => createHmac('sha256', key).update(data).digest('base64url')
   return mac

@@ -13,6 +13,9 @@ const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)
 export function createCorsHook(origins: readonly string[]): (req: IncomingMessage, res: ServerResponse) => boolean {
   const policy = createCorsPolicy(origins)
   return (req, res) => {
+    // Same-origin and server-to-server calls send no Origin: without one, a request that is
+    // not a preflight gets nothing from the policy, so it is not asked (this runs per request).
+    if (req.headers.origin === undefined && req.method !== 'OPTIONS') return false
     const answer = policy.decide({
       method: req.method ?? 'GET',
       origin: one(req.headers.origin),

@@ -50,17 +50,48 @@ export interface AccessRequestOptions {
   trustProxy?: boolean
 }
 
-/** What the front decides on, read from a node:http request. */
-export function accessRequestOf(req: IncomingMessage, options: AccessRequestOptions = {}): AccessRequest {
-  const forwarded = options.forwarded === true
-  return {
-    connectionId: connectionIdOf(req, options.header),
-    method: (forwarded ? headerOf(req, FORWARDED_METHOD_HEADER) : undefined) ?? req.method,
-    target: (forwarded ? headerOf(req, FORWARDED_URI_HEADER) : undefined) ?? req.url,
-    signature: headerOf(req, SIGNATURE_HEADER),
-    serviceToken: serviceTokenOf(req),
-    remoteAddress: clientAddressOf(req, options.trustProxy === true),
+/**
+ * What the front decides on, read from a node:http request. The id, method, target and
+ * signature are read at once (every bound request needs them); the service token and client
+ * address only when something asks (policy rules do, a cached admission does not).
+ */
+class NodeAccessRequest implements AccessRequest {
+  readonly connectionId: string | undefined
+  readonly method: string | undefined
+  readonly target: string | undefined
+  readonly signature: string | undefined
+  readonly #req: IncomingMessage
+  readonly #trustProxy: boolean
+  #serviceToken: string | undefined | null = null
+  #remoteAddress: string | undefined | null = null
+
+  constructor(req: IncomingMessage, header: string, forwarded: boolean, trustProxy: boolean) {
+    this.#req = req
+    this.#trustProxy = trustProxy
+    this.connectionId = headerOf(req, header)
+    this.method = (forwarded ? headerOf(req, FORWARDED_METHOD_HEADER) : undefined) ?? req.method
+    this.target = (forwarded ? headerOf(req, FORWARDED_URI_HEADER) : undefined) ?? req.url
+    this.signature = headerOf(req, SIGNATURE_HEADER)
   }
+
+  get serviceToken(): string | undefined {
+    if (this.#serviceToken === null) this.#serviceToken = serviceTokenOf(this.#req)
+    return this.#serviceToken
+  }
+
+  get remoteAddress(): string | undefined {
+    if (this.#remoteAddress === null) this.#remoteAddress = clientAddressOf(this.#req, this.#trustProxy)
+    return this.#remoteAddress
+  }
+
+  /** The fields as plain data (what JSON.stringify and spreads would otherwise miss). */
+  toJSON(): AccessRequest {
+    return { connectionId: this.connectionId, method: this.method, target: this.target, signature: this.signature, serviceToken: this.serviceToken, remoteAddress: this.remoteAddress }
+  }
+}
+
+export function accessRequestOf(req: IncomingMessage, options: AccessRequestOptions = {}): AccessRequest {
+  return new NodeAccessRequest(req, options.header ?? CONNECTION_ID_HEADER, options.forwarded === true, options.trustProxy === true)
 }
 
 export function decideRequest(front: Front, req: IncomingMessage, options?: AccessRequestOptions): Promise<FrontDecision> {

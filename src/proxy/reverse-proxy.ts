@@ -48,25 +48,42 @@ const FORWARDING = new Set(['forwarded', 'x-forwarded-for', 'x-forwarded-host', 
 /**
  * Whether a header name is one of ours (x-wsds-*), in any spelling: frameworks and CGI-style
  * servers fold `_` into `-` (and upper into lower case), so `X_WSDS_VERDICT` would read as
- * our verdict there.
+ * our verdict there. Runs for every header of every request: compares character codes rather
+ * than building a lower-cased copy.
  */
 export function isWsdsHeaderName(name: string): boolean {
-  return name.length > 7 && name.slice(0, 7).toLowerCase().replace(/_/g, '-') === 'x-wsds-'
+  if (name.length <= 7) return false
+  for (let i = 0; i < 7; i++) {
+    const c = name.charCodeAt(i)
+    const want = WSDS_PREFIX.charCodeAt(i)
+    // '-' matches '-' or '_'; letters match either case.
+    if (want === 0x2d ? c !== 0x2d && c !== 0x5f : (c | 0x20) !== want) return false
+  }
+  return true
+}
+const WSDS_PREFIX = 'x-wsds-'
+
+/** Whether a (lower-case) name is a forwarding header, `_` read as `-`. */
+function isForwardingName(name: string): boolean {
+  // Every name in FORWARDING starts with f or x: most headers are ruled out by one compare.
+  const c = name.charCodeAt(0)
+  if (c !== 0x66 && c !== 0x78) return false
+  return FORWARDING.has(name.includes('_') ? name.replace(/_/g, '-') : name)
 }
 
 function forwardHeaders(headers: IncomingHttpHeaders, dropForwarding = false): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
-  const named = String(headers.connection ?? '')
-    .toLowerCase()
-    .split(',')
-    .map((s) => s.trim())
+  // Names the Connection header lists are hop-by-hop too; most requests have none or
+  // `keep-alive`, so the list is only built when there is one.
+  const connection = headers.connection
+  const named = connection === undefined || connection === '' ? null : connection.toLowerCase().split(',').map((s) => s.trim())
   for (const name in headers) {
     const value = headers[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || named.includes(name)) continue
+    if (value === undefined || HOP_BY_HOP.has(name) || (named !== null && named.includes(name))) continue
     // x-wsds-* headers come only from the authenticator: a client must not be able to
     // hand the upstream its own verdict or connection id.
     if (isWsdsHeaderName(name)) continue
-    if (dropForwarding && FORWARDING.has(name.replace(/_/g, '-'))) continue
+    if (dropForwarding && isForwardingName(name)) continue
     out[name] = value
   }
   return out
@@ -113,10 +130,13 @@ export function createReverseProxy(options: ReverseProxyOptions): ProxyHandler {
     // The id the authenticator checked, not the client's raw header: Node joins a repeated
     // header into "a, b", and an upstream keying on it could be dodged that way.
     const verifiedId = extraHeaders?.[CONNECTION_ID_RESPONSE_HEADER]
-    const sentIds = req.headersDistinct[idHeader]
     if (verifiedId !== undefined) headers[idHeader] = verifiedId
-    else if (sentIds !== undefined && sentIds.length > 0) headers[idHeader] = sentIds[0]!
-    if (extraHeaders) Object.assign(headers, extraHeaders)
+    else {
+      // headersDistinct copies every header into arrays: read it only when there is no verified id.
+      const sentIds = req.headersDistinct[idHeader]
+      if (sentIds !== undefined && sentIds.length > 0) headers[idHeader] = sentIds[0]!
+    }
+    if (extraHeaders) for (const name in extraHeaders) headers[name] = extraHeaders[name]!
 
     const upstreamReq = send({
       protocol: base.protocol,

@@ -56,6 +56,8 @@ export function connectRedisStore(url: string, options: ConnectOptions = {}): Re
         // (503) instead of waiting for the cluster to heal.
         enableOfflineQueue: false,
         enableReadyCheck: true,
+        // As REDIS_CLIENT_DEFAULTS: one pipeline per primary and tick.
+        enableAutoPipelining: true,
         maxRedirections: 16,
         retryDelayOnFailover: 100,
         retryDelayOnClusterDown: 100,

@@ -3,7 +3,8 @@
  *
  * - A record is one string key, `SET ... PX lease`: Redis itself expires the records of a
  *   node that died, and the owner renews its leases with one script call per batch.
- * - Reads are one GET. A record read is trusted until `now + lease`: a record that was
+ * - Reads are one GET each, batched per event-loop turn into one MGET (redis-read-batch.ts).
+ *   A record read is trusted until `now + lease`: a record that was
  *   about to lapse when read stays admitted at most one more lease, which is PROTOCOL.md's
  *   bound (never later than twice the lease after the owner died).
  * - Deletion is DEL plus PUBLISH in one script, and every node subscribes to the channel.
@@ -22,6 +23,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { WsdsError } from '../core/errors.ts'
 import { Listeners, type ConnectionRecord, type Store, type StoreStatus } from '../core/store.ts'
+import { createReadBatcher } from './redis-read-batch.ts'
 import { keySlot } from './redis-slot.ts'
 
 /** The client a Redis store runs on: one connection (plain or Sentinel-managed) or Cluster. */
@@ -42,6 +44,11 @@ export interface RedisStoreOptions {
   maxQueuedDeletes?: number
   /** Delay between retries of queued deletes, ms (default 250). */
   deleteRetryMs?: number
+  /**
+   * Send the reads of one event-loop turn together, as one MGET (Cluster: one pipeline per
+   * primary), rather than one GET each (default true; redis-read-batch.ts).
+   */
+  batchReads?: boolean
   now?: () => number
 }
 
@@ -106,6 +113,11 @@ export const REDIS_CLIENT_DEFAULTS: RedisOptions = {
   // now a read-only replica: reconnect (through the endpoint, to the new primary) on the
   // first READONLY rather than fail every write until something else drops the link.
   reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
+  // Commands issued in the same tick (the record reads of concurrent requests with the
+  // authenticator cache off, handshakes' writes) go out as one write and come back in one
+  // read: one round trip per batch instead of one per request, and a fraction of the
+  // syscalls on both sides (docs/benchmarks.md, "Cluster").
+  enableAutoPipelining: true,
 }
 
 /** Opens the connection a `redis://` / `rediss://` URL names, with the defaults above. */
@@ -160,6 +172,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   const opsChannel = `${prefix}ops`
   const broadcasts = new Listeners<[string]>()
   const key = (id: string) => `${prefix}c:${id}`
+  // Reads of one event-loop turn share a round trip (redis-read-batch.ts).
+  const read = options.batchReads === false ? (k: string) => client.get(k) : createReadBatcher(client)
   const deletes = new Listeners<[string]>()
   const resets = new Listeners<[]>()
   const statuses = new Listeners<[StoreStatus, unknown?]>()
@@ -380,7 +394,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       await client.set(key(record.connectionId), encode(record, ttlMs), 'PX', Math.max(1, Math.ceil(ttlMs)))
     },
     async get(id) {
-      const text = await client.get(key(id))
+      const text = await read(key(id))
       return text === null ? null : decode(text, now())
     },
     async delete(id) {
