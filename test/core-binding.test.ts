@@ -15,7 +15,7 @@ import {
   signingString,
 } from '../src/core/binding.ts'
 import { createFront } from '../src/core/front.ts'
-import { jsRequestMac } from '../src/core/hmac-sha256.ts'
+import { keyedRequestMac as jsRequestMac } from '../src/core/request-mac.ts'
 import { createKeyRing } from '../src/core/keyring.ts'
 import { generateKeySet } from '../src/core/keyset.ts'
 import { openConnection, transition, type Action, type ConnectionState, type LifecycleContext } from '../src/core/lifecycle.ts'

@@ -11,65 +11,18 @@
  * (docs/benchmarks.md, "Request binding").
  */
 import type { RequestMac, RequestMacFactory } from './binding.ts'
+import { compressBlock, initialState } from './sha256.ts'
 
-const K = new Int32Array([
-  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
-  0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
-  0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
-  0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
-  0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
-  0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-])
-const IV = new Int32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19])
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 
 /** Message schedule, reused by every compression. */
 const w = new Int32Array(64)
 
-/** One SHA-256 compression of the block in w[0..15] into state h (FIPS 180-4, 6.2.2). */
-function compress(h: Int32Array): void {
-  for (let i = 16; i < 64; i++) {
-    const a = w[i - 15]!
-    const b = w[i - 2]!
-    const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3)
-    const s1 = ((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10)
-    w[i] = (w[i - 16]! + s0 + w[i - 7]! + s1) | 0
-  }
-  let a = h[0]!
-  let b = h[1]!
-  let c = h[2]!
-  let d = h[3]!
-  let e = h[4]!
-  let f = h[5]!
-  let g = h[6]!
-  let hh = h[7]!
-  for (let i = 0; i < 64; i++) {
-    const t1 = (hh + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K[i]! + w[i]!) | 0
-    const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & b) ^ (a & c) ^ (b & c))) | 0
-    hh = g
-    g = f
-    f = e
-    e = (d + t1) | 0
-    d = c
-    c = b
-    b = a
-    a = (t1 + t2) | 0
-  }
-  h[0] = (h[0]! + a) | 0
-  h[1] = (h[1]! + b) | 0
-  h[2] = (h[2]! + c) | 0
-  h[3] = (h[3]! + d) | 0
-  h[4] = (h[4]! + e) | 0
-  h[5] = (h[5]! + f) | 0
-  h[6] = (h[6]! + g) | 0
-  h[7] = (h[7]! + hh) | 0
-}
-
 /** Absorbs `bytes[0, length)` (a multiple of 64) into h. */
 function absorb(h: Int32Array, bytes: Uint8Array, length: number): void {
   for (let off = 0; off < length; off += 64) {
     for (let i = 0, j = off; i < 16; i++, j += 4) w[i] = (bytes[j]! << 24) | (bytes[j + 1]! << 16) | (bytes[j + 2]! << 8) | bytes[j + 3]!
-    compress(h)
+    compressBlock(h, w)
   }
 }
 
@@ -119,7 +72,7 @@ function pad(data: string): number {
 
 /** The state after one block of `key` (at most 64 bytes) XOR `byte`, zero-padded. */
 function midstate(key: Uint8Array, byte: number): Int32Array {
-  const h = new Int32Array(IV)
+  const h = initialState()
   const block = new Uint8Array(64)
   for (let i = 0; i < 64; i++) block[i] = (key[i] ?? 0) ^ byte
   absorb(h, block, 64)
@@ -161,7 +114,7 @@ export const keyedRequestMac: RequestMacFactory = (requestKey) => {
     w[8] = 0x80000000 | 0
     for (let i = 9; i < 15; i++) w[i] = 0
     w[15] = (64 + 32) * 8
-    compress(outer)
+    compressBlock(outer, w)
     return encode(outer)
   }
   return mac

@@ -3,7 +3,7 @@
  * SDK's proof of work (src/client/pow.ts) hashes with it, because pages on plain http (other
  * than localhost) have no `crypto.subtle` (PROTOCOL.md, Sequence 5) and `subtle.digest` is a
  * promise per hash, far too slow for a search of 2^16 hashes anyway; and the HMAC of
- * request binding for fronts without node:crypto (./hmac-sha256.ts). Pure, so the SDK may
+ * request binding (./request-mac.ts). Pure, so the SDK may
  * import it (test/core-boundary.test.ts). Checked against node:crypto in test/pow.test.ts
  * and test/core-binding.test.ts.
  */
@@ -42,41 +42,52 @@ function pad(len: number): number {
   return words
 }
 
+/**
+ * One SHA-256 compression (FIPS 180-4, 6.2.2) of the block in w[0..15] into the state h. `w`
+ * holds 64 words: the message schedule is written over its tail. Also the building block of
+ * the request-binding HMAC (./request-mac.ts), which keeps its pad states between calls.
+ */
+export function compressBlock(h: Int32Array, w: Int32Array): void {
+  // Two loops: one merged loop would read w at negative indices, V8's slow path.
+  for (let t = 16; t < 64; t++) {
+    const x = w[t - 15]!
+    const y = w[t - 2]!
+    w[t] = ((ror(x, 7) ^ ror(x, 18) ^ (x >>> 3)) + w[t - 7]! + (ror(y, 17) ^ ror(y, 19) ^ (y >>> 10)) + w[t - 16]!) | 0
+  }
+  let a = h[0]!, bb = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!
+  for (let t = 0; t < 64; t++) {
+    const t1 = (hh + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K[t]! + w[t]!) | 0
+    const t2 = ((ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
+    hh = g
+    g = f
+    f = e
+    e = (d + t1) | 0
+    d = c
+    c = bb
+    bb = a
+    a = (t1 + t2) | 0
+  }
+  // Int32Array stores wrap mod 2^32, so += is the 32-bit addition.
+  h[0]! += a
+  h[1]! += bb
+  h[2]! += c
+  h[3]! += d
+  h[4]! += e
+  h[5]! += f
+  h[6]! += g
+  h[7]! += hh
+}
+
+/** The initial state words (a copy). */
+export const initialState = (): Int32Array => new Int32Array(H0)
+
 /** Runs the compression function over the first `words` of M; returns the (reused) state words. */
 function compress(words: number): Int32Array {
   const h = H
-  const m = M
   h.set(H0)
   for (let b = 0; b < words; b += 16) {
-    // Two loops: one merged loop would read W at negative indices, V8's slow path.
-    W.set(m.subarray(b, b + 16))
-    for (let t = 16; t < 64; t++) {
-      const x = W[t - 15]!
-      const y = W[t - 2]!
-      W[t] = ((ror(x, 7) ^ ror(x, 18) ^ (x >>> 3)) + W[t - 7]! + (ror(y, 17) ^ ror(y, 19) ^ (y >>> 10)) + W[t - 16]!) | 0
-    }
-    let a = h[0]!, bb = h[1]!, c = h[2]!, d = h[3]!, e = h[4]!, f = h[5]!, g = h[6]!, hh = h[7]!
-    for (let t = 0; t < 64; t++) {
-      const t1 = (hh + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K[t]! + W[t]!) | 0
-      const t2 = ((ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c))) | 0
-      hh = g
-      g = f
-      f = e
-      e = (d + t1) | 0
-      d = c
-      c = bb
-      bb = a
-      a = (t1 + t2) | 0
-    }
-    // Int32Array stores wrap mod 2^32, so += is the 32-bit addition.
-    h[0]! += a
-    h[1]! += bb
-    h[2]! += c
-    h[3]! += d
-    h[4]! += e
-    h[5]! += f
-    h[6]! += g
-    h[7]! += hh
+    W.set(M.subarray(b, b + 16))
+    compressBlock(h, W)
   }
   return h
 }
