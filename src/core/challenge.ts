@@ -14,7 +14,7 @@
  * the server's agree bit for bit, and nothing needs `crypto.subtle`.
  */
 import { constantTimeEqual, toHex } from './encoding.ts'
-import { drawSnippet, type EngineChecks, type EngineVerdict } from './engine-check.ts'
+import { drawEngineSnippet, type EngineChecks, type EngineVerdict } from './engine-check.ts'
 import type { KeySet } from './keyset.ts'
 import {
   ADD_CHAR,
@@ -89,7 +89,7 @@ export function createChallenge(options: CreateChallengeOptions): Challenge {
   const nonce = toHex(random.bytes(NONCE_BYTES))
   const engine = options.engine && options.engine.mode !== 'off' ? options.engine : null
   const program = drawProgram(draws, keySet.keys.length, engine !== null)
-  const tree = engine !== null && program.engine ? engine.treeOf(program.engine.html) : null
+  const tree = engine === null || program.engine === undefined ? null : engine.treeOf === undefined ? program.engine.tree : engine.treeOf(program.engine.html)
   const expected = runProgram(program, keySet.keys, nonce, hostname, tree)
   if (options.form === 'program') return { form: 'program', program: encodeProgram(program, nonce), expected }
   return { form: 'code', code: emitProgram(program, nonce, draws), expected }
@@ -185,7 +185,10 @@ function drawSmallHash(d: Drawer): SmallHash {
   return { seed: [d.u32() | 0, d.u32() | 0], ops, final }
 }
 
-function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): Program {
+/** A program with, when it has an engine check, the tree signature its snippet parses to. */
+type DrawnProgram = Program & { engine?: Program['engine'] & { tree: string } }
+
+function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): DrawnProgram {
   const inputs: Input[] = [{ nonce: true }, { host: true }]
   for (let i = 0; i < KEYS_PER_CHALLENGE; i++) inputs.push({ key: d.int(keyCount) })
   // Fisher-Yates: the order in which inputs are absorbed is part of the polymorphism.
@@ -206,13 +209,16 @@ function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): Program
       final.push({ kind: ADD_LANE, a: lane, b: (lane + 1 + round) % 4, r: 0, k: 0 })
     }
   }
-  const program: Program = {
+  const program: DrawnProgram = {
     seed: [d.u32() | 0, d.u32() | 0, d.u32() | 0, d.u32() | 0],
     steps,
     final,
     tag: drawSmallHash(d),
   }
-  if (engineCheck) program.engine = { html: drawSnippet(d), ...drawSmallHash(d) }
+  if (engineCheck) {
+    const snippet = drawEngineSnippet(d)
+    program.engine = { html: snippet.html, tree: snippet.tree, ...drawSmallHash(d) }
+  }
   return program
 }
 
