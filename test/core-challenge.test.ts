@@ -287,7 +287,7 @@ describe('challenge source', () => {
 
   it('embeds a 128-bit nonce as 32 hex digits, different in every challenge', () => {
     const nonces = sample.map((c) => {
-      const m = c.code.match(/"([0-9a-f]{32})"/)
+      const m = c.code.match(/'([0-9a-f]{32})'/)
       assert.ok(m, 'nonce literal present')
       return m[1]!
     })

@@ -31,7 +31,12 @@ export const PROFILE = new Set((process.env.BENCH_PROFILE ?? '').split(',').map(
 /** Share of the machine used by other processes above which a run is flagged as noisy. */
 export const NOISY_SHARE = 0.1
 
-export const TARGETS = { handshakeRatio: 0.8, handshakeP99Ms: 10, restRatio: 0.9 }
+/**
+ * handshakeCpuRatio: verified handshakes per server CPU-second, gateway / bare ws (the
+ * verdict: the load generator, not the server, sets the wall-clock rate on 2 shared cores);
+ * handshakeRatio: the wall-clock rate, context.
+ */
+export const TARGETS = { handshakeRatio: 0.8, handshakeCpuRatio: 0.85, handshakeP99Ms: 10, restRatio: 0.9 }
 
 /** The environment of a gateway under test: configured as `wsds serve` is, quiet, no limits. */
 export function benchGatewayEnv(keysFile: string, extra: Record<string, string> = {}): Record<string, string> {

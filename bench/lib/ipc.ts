@@ -93,7 +93,7 @@ export function fdLimits(): { soft: number; hard: number } {
 export async function startChild(
   name: string,
   script: string,
-  options: { env?: Record<string, string>; execArgv?: string[]; minFds?: number; readyTimeoutMs?: number } = {},
+  options: { env?: Record<string, string>; execArgv?: string[]; minFds?: number; readyTimeoutMs?: number; wrapper?: string[] } = {},
 ): Promise<Child> {
   const nodeArgs = ['--import', 'tsx', ...(options.execArgv ?? []), fileURLToPath(new URL(script, new URL('../', import.meta.url)))]
   const env = { ...process.env, ...options.env }
@@ -104,6 +104,10 @@ export async function startChild(
     const want = Math.min(hard, Math.max(options.minFds, 65535))
     const quoted = [process.execPath, ...nodeArgs].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ')
     proc = spawn('sh', ['-c', `ulimit -n ${want} && exec ${quoted}`], { cwd: ROOT, env, stdio })
+  } else if (options.wrapper !== undefined && options.wrapper.length > 0) {
+    // A tool that runs node under it (valgrind, bench/handshake-cpu.ts --callgrind).
+    const [tool, ...toolArgs] = options.wrapper as [string, ...string[]]
+    proc = spawn(tool, [...toolArgs, process.execPath, ...nodeArgs], { cwd: ROOT, env, stdio })
   } else {
     proc = spawn(process.execPath, nodeArgs, { cwd: ROOT, env, stdio })
   }

@@ -55,7 +55,7 @@ async function handshakes(args: { wsUrl: string; concurrency: number; warmupMs: 
  * Churn for the soak run: `count` handshakes (verify, then close), `concurrency` at a time,
  * counted rather than timed so every run does the same work.
  */
-async function churn(args: { wsUrl: string; count: number; concurrency: number }) {
+async function churn(args: { wsUrl: string; count: number; concurrency: number; timeoutMs?: number }) {
   const t = target(args.wsUrl)
   const started = performance.now()
   let issued = 0
@@ -66,7 +66,7 @@ async function churn(args: { wsUrl: string; count: number; concurrency: number }
     while (issued < args.count) {
       issued++
       try {
-        await handshake(t)
+        await handshake(t, false, args.timeoutMs)
         completed++
       } catch (err) {
         errors++

@@ -82,21 +82,24 @@ export async function coreSection(ctx: SectionContext): Promise<SectionResult> {
   const latGw = lat.subject
   const latBare = lat.baseline
   const hsRatio = ratio(hsGw.perSecond, hsBare.perSecond)
+  // Handshakes per server CPU-second, gateway / bare: the inverse of the CPU per handshake.
+  const hsCpuRatio = ratio(hsBare.serverCpuUsPerOp, hsGw.serverCpuUsPerOp)
   const restRatio = ratio(restGw.perSecond, restPlain.perSecond)
   const p99 = latGw.verifiedMs.p99
   const hsPairs = pairs(hsGw.rounds, hsBare.rounds)
   const restPairs = pairs(restGw.rounds, restPlain.rounds)
   const verdicts = {
+    handshakeCpuRatio: { value: hsCpuRatio, target: `>= ${TARGETS.handshakeCpuRatio}x`, pass: hsCpuRatio >= TARGETS.handshakeCpuRatio },
     handshakeRatio: { value: hsRatio, target: `>= ${TARGETS.handshakeRatio}x`, pass: hsRatio >= TARGETS.handshakeRatio },
     handshakeP99Ms: { value: p99, target: `<= ${TARGETS.handshakeP99Ms} ms`, pass: p99 <= TARGETS.handshakeP99Ms },
     restRatio: { value: restRatio, target: `>= ${TARGETS.restRatio}x`, pass: restRatio >= TARGETS.restRatio },
   }
   const rows: string[][] = [
     ['Measurement', 'WSDS', 'Baseline', 'Ratio', 'Target', 'Verdict'],
-    [`Verified handshakes/s (${HANDSHAKE_CONCURRENCY} in flight, ${DURATION_MS / 1000} s each)`, fmt(hsGw.perSecond), fmt(hsBare.perSecond), x(hsGw.perSecond, hsBare.perSecond), `>= ${fmt(TARGETS.handshakeRatio, 2)}x`, verdict(verdicts.handshakeRatio.pass)],
-    ['  adjacent-round ratios: median (min-max)', '', '', `${fmt(hsPairs.median, 2)}x (${fmt(hsPairs.min, 2)}-${fmt(hsPairs.max, 2)})`, '', ''],
+    [`Verified handshakes per server CPU-second (${HANDSHAKE_CONCURRENCY} in flight, ${DURATION_MS / 1000} s each)`, fmt(1e6 / hsGw.serverCpuUsPerOp), fmt(1e6 / hsBare.serverCpuUsPerOp), x(hsBare.serverCpuUsPerOp, hsGw.serverCpuUsPerOp), `>= ${fmt(TARGETS.handshakeCpuRatio, 2)}x`, verdict(verdicts.handshakeCpuRatio.pass)],
     ['  server CPU per handshake, us', fmt(hsGw.serverCpuUsPerOp), fmt(hsBare.serverCpuUsPerOp), x(hsGw.serverCpuUsPerOp, hsBare.serverCpuUsPerOp), '', ''],
-    ['  server capacity, handshakes per CPU-second', fmt(1e6 / hsGw.serverCpuUsPerOp), fmt(1e6 / hsBare.serverCpuUsPerOp), x(hsBare.serverCpuUsPerOp, hsGw.serverCpuUsPerOp), '(info)', ''],
+    ['  verified handshakes/s, wall clock (context: the load generator sets it)', fmt(hsGw.perSecond), fmt(hsBare.perSecond), x(hsGw.perSecond, hsBare.perSecond), `>= ${fmt(TARGETS.handshakeRatio, 2)}x`, verdict(verdicts.handshakeRatio.pass)],
+    ['  adjacent-round ratios (wall clock): median (min-max)', '', '', `${fmt(hsPairs.median, 2)}x (${fmt(hsPairs.min, 2)}-${fmt(hsPairs.max, 2)})`, '', ''],
     ['  load generator CPU per handshake, us', fmt(hsGw.loadCpuUsPerOp), fmt(hsBare.loadCpuUsPerOp), x(hsGw.loadCpuUsPerOp, hsBare.loadCpuUsPerOp), '', ''],
     [`Handshake latency p50, ms (${LATENCY_CONCURRENCY} in flight)`, fmt(latGw.verifiedMs.p50, 2), fmt(latBare.verifiedMs.p50, 2), x(latGw.verifiedMs.p50, latBare.verifiedMs.p50), '', ''],
     [`Handshake latency p99, ms (${LATENCY_CONCURRENCY} in flight)`, fmt(latGw.verifiedMs.p99, 2), fmt(latBare.verifiedMs.p99, 2), x(latGw.verifiedMs.p99, latBare.verifiedMs.p99), `<= ${TARGETS.handshakeP99Ms} ms`, verdict(verdicts.handshakeP99Ms.pass)],
@@ -136,7 +139,7 @@ export async function coreSection(ctx: SectionContext): Promise<SectionResult> {
         idleInFlight: IDLE_IN_FLIGHT,
       },
       verdicts,
-      handshakes: { gateway: hsGw, baseline: hsBare, ratio: hsRatio, adjacentRoundRatios: hsPairs, serverCapacityRatio: ratio(hsBare.serverCpuUsPerOp, hsGw.serverCpuUsPerOp) },
+      handshakes: { gateway: hsGw, baseline: hsBare, ratio: hsRatio, adjacentRoundRatios: hsPairs, serverCapacityRatio: hsCpuRatio },
       latency: { gateway: latGw, baseline: latBare, p50Ratio: ratio(latGw.verifiedMs.p50, latBare.verifiedMs.p50), p99Ratio: ratio(latGw.verifiedMs.p99, latBare.verifiedMs.p99) },
       latencyUnloaded: { concurrency: 1, gateway: lat1.subject, baseline: lat1.baseline },
       rest: { gateway: restGw, plainProxy: restPlain, upstream: restUp, ratio: restRatio, adjacentRoundRatios: restPairs, serverCpuRatio: ratio(restGw.serverCpuUsPerOp, restPlain.serverCpuUsPerOp), ratioVsUpstream: ratio(restGw.perSecond, restUp.perSecond) },

@@ -15,6 +15,7 @@ import { WebSocketServer } from 'ws'
 import { createChallenge } from '../../src/core/challenge.ts'
 import { newId } from '../../src/core/lifecycle.ts'
 import { createRandomPool } from '../../src/core/random.ts'
+import { createEngineChecks } from '../../src/engine/parse5.ts'
 import { loadKeySetFile } from '../../src/server/config.ts'
 import { serveCommands } from '../lib/ipc.ts'
 
@@ -23,6 +24,9 @@ const hostname = process.env.BENCH_HOSTNAME!
 const poolSize = Number(process.env.BENCH_POOL ?? 200)
 const expiresInMs = Number(process.env.BENCH_TIMEOUT_MS ?? 10_000) - 2
 const random = createRandomPool()
+// The gateway's default (WSDS_ENGINE_CHECKS=monitor): its challenge frames carry an engine
+// check, so the baseline's do too, and both sides write and the client runs the same sizes.
+const engine = createEngineChecks((process.env.WSDS_ENGINE_CHECKS ?? 'monitor') as 'off' | 'monitor' | 'enforce')
 
 // Frames are prebuilt strings, serialized the way the gateway serializes them (JSON with the
 // same field order), so the baseline pays for framing and I/O only.
@@ -31,7 +35,7 @@ const challengeFrames: string[] = []
 const verifiedFrames: string[] = []
 for (let i = 0; i < poolSize; i++) {
   const connectionId = newId(random)
-  const challenge = createChallenge({ keySet, hostname, random })
+  const challenge = createChallenge({ keySet, hostname, random, engine })
   connectionFrames.push(JSON.stringify({ type: 'connection', connectionId }))
   challengeFrames.push(JSON.stringify({ type: 'challenge', token: newId(random), code: challenge.code, expiresInMs }))
   verifiedFrames.push(JSON.stringify({ type: 'verified', connectionId }))

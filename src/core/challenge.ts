@@ -14,7 +14,7 @@
  * the server's agree bit for bit, and nothing needs `crypto.subtle`.
  */
 import { constantTimeEqual, toHex } from './encoding.ts'
-import { drawSnippet, type EngineChecks, type EngineVerdict } from './engine-check.ts'
+import { drawEngineSnippet, type EngineChecks, type EngineVerdict } from './engine-check.ts'
 import type { KeySet } from './keyset.ts'
 import {
   ADD_CHAR,
@@ -89,7 +89,7 @@ export function createChallenge(options: CreateChallengeOptions): Challenge {
   const nonce = toHex(random.bytes(NONCE_BYTES))
   const engine = options.engine && options.engine.mode !== 'off' ? options.engine : null
   const program = drawProgram(draws, keySet.keys.length, engine !== null)
-  const tree = engine !== null && program.engine ? engine.treeOf(program.engine.html) : null
+  const tree = engine === null || program.engine === undefined ? null : engine.treeOf === undefined ? program.engine.tree : engine.treeOf(program.engine.html)
   const expected = runProgram(program, keySet.keys, nonce, hostname, tree)
   if (options.form === 'program') return { form: 'program', program: encodeProgram(program, nonce), expected }
   return { form: 'code', code: emitProgram(program, nonce, draws), expected }
@@ -185,7 +185,10 @@ function drawSmallHash(d: Drawer): SmallHash {
   return { seed: [d.u32() | 0, d.u32() | 0], ops, final }
 }
 
-function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): Program {
+/** A program with, when it has an engine check, the tree signature its snippet parses to. */
+type DrawnProgram = Program & { engine?: Program['engine'] & { tree: string } }
+
+function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): DrawnProgram {
   const inputs: Input[] = [{ nonce: true }, { host: true }]
   for (let i = 0; i < KEYS_PER_CHALLENGE; i++) inputs.push({ key: d.int(keyCount) })
   // Fisher-Yates: the order in which inputs are absorbed is part of the polymorphism.
@@ -206,13 +209,16 @@ function drawProgram(d: Drawer, keyCount: number, engineCheck: boolean): Program
       final.push({ kind: ADD_LANE, a: lane, b: (lane + 1 + round) % 4, r: 0, k: 0 })
     }
   }
-  const program: Program = {
+  const program: DrawnProgram = {
     seed: [d.u32() | 0, d.u32() | 0, d.u32() | 0, d.u32() | 0],
     steps,
     final,
     tag: drawSmallHash(d),
   }
-  if (engineCheck) program.engine = { html: drawSnippet(d), ...drawSmallHash(d) }
+  if (engineCheck) {
+    const snippet = drawEngineSnippet(d)
+    program.engine = { html: snippet.html, tree: snippet.tree, ...drawSmallHash(d) }
+  }
   return program
 }
 
@@ -267,6 +273,22 @@ function emitAvalanche(ops: readonly Op[], lane: readonly string[]): string {
 const NAME_FIRST = NAME_POOL.split('')
 const NAME_SECOND = 'abcdefghijklmnopqrstuvwxyz'
 
+/** `v` as 8 hex digits, in the page. */
+function emitHex(v: string): string {
+  return `('0000000'+((${v})>>>0).toString(16)).slice(-8)`
+}
+
+/** One absorb loop over `source`, its round inlined: straight-line code that differs every time. */
+function emitLoop(text: string, idx: string, t: string, source: string, ops: string): string {
+  return `${text}=${source};for(${idx}=0;${idx}<${text}.length;${idx}++){${t}=${text}.charCodeAt(${idx});${ops}}`
+}
+
+/**
+ * The source of a challenge: one function expression. It uses single quotes only and no
+ * backslash, so the `challenge` frame carries it without a JSON escape
+ * (src/core/protocol.ts encodeServerMessage): every character is from the name pool, the
+ * operators, digits, the nonce's hex and the engine snippet's fixed alphabet.
+ */
 function emitProgram(p: Program, nonce: string, d: Drawer): string {
   // Fresh identifiers per challenge: nothing in the source is stable enough to pattern-match.
   // Distinct first letters (a partial Fisher-Yates over the pool) keep the names distinct.
@@ -278,41 +300,37 @@ function emitProgram(p: Program, nonce: string, d: Drawer): string {
     pool[j] = pool[i]!
     names.push(first + NAME_SECOND[d.int(26)]!)
   }
-  const [arg, keys, host, text, idx, t, tg0, tg1, l0, l1, l2, l3, en0, en1, walk, node, out, child] = names as [string, ...string[]] as string[] as [
+  const [arg, keys, host, text, idx, t, tg0, tg1, l0, l1, l2, l3, en0, en1, walk, node, out, child] = names as [
     string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string,
   ]
   const lanes = [l0, l1, l2, l3]
   const tagLanes = [tg0, tg1]
-  // One absorb loop per step, inlined with its own ops: the program is data-driven on the
-  // server, but in the browser it is straight-line code that differs every time.
-  const head = `;for(${idx}=0;${idx}<${text}.length;${idx}++){${t}=${text}.charCodeAt(${idx});`
-  const loop = (source: string, ops: string) => `${text}=${source}${head}${ops}}`
-  let body = `var ${keys}=${arg}.keys,${host}=String(location.hostname),${text},${idx},${t}`
-  for (let i = 0; i < 4; i++) body += `,${lanes[i]}=${p.seed[i]}`
-  body += `,${tg0}=${p.tag.seed[0]},${tg1}=${p.tag.seed[1]};`
+  const quotedNonce = `'${nonce}'`
+  let body = `var ${keys}=${arg}.keys,${host}=String(location.hostname),${text},${idx},${t},${l0}=${p.seed[0]},${l1}=${p.seed[1]},${l2}=${p.seed[2]},${l3}=${p.seed[3]},${tg0}=${p.tag.seed[0]},${tg1}=${p.tag.seed[1]};`
   for (const step of p.steps) {
-    const source = 'key' in step.input ? `${keys}[${step.input.key}]` : 'nonce' in step.input ? `"${nonce}"` : host
-    body += loop(source, emitOps(step.ops, lanes, t))
+    const source = 'key' in step.input ? `${keys}[${step.input.key}]` : 'nonce' in step.input ? quotedNonce : host
+    body += emitLoop(text, idx, t, source, emitOps(step.ops, lanes, t))
   }
   body += emitAvalanche(p.final, lanes)
   const tagRound = emitOps(p.tag.ops, tagLanes, t)
-  body += loop(`"${nonce}"`, tagRound) + loop(host, tagRound)
+  body += emitLoop(text, idx, t, quotedNonce, tagRound) + emitLoop(text, idx, t, host, tagRound)
   body += emitAvalanche(p.tag.final, tagLanes)
-  const hex = (v: string) => `("0000000"+((${v})>>>0).toString(16)).slice(-8)`
   // The result so far lives in `text`; the engine part is appended only if the page could run it.
-  body += `${text}=${hex(tg1)}+"."+${hex(l0)}+${hex(l1)}+${hex(l2)}+${hex(l3)};`
+  body += `${text}=${emitHex(tg1)}+'.'+${emitHex(l0)}+${emitHex(l1)}+${emitHex(l2)}+${emitHex(l3)};`
   if (p.engine) {
     // The tree signature of src/core/program.ts treeSignature, over the page's own parse.
     // Without a DOM the answer goes without its engine part: WSDS_ENGINE_CHECKS decides.
+    // `child` holds the double quote that marks a text node (String.fromCharCode(34): the
+    // source has no double quote of its own); the snippet has no quote or backslash.
     const result = text
-    const walkFn = `function ${walk}(${node}){var ${out}="",${child}=${node}.firstChild;for(;${child};${child}=${child}.nextSibling)${out}+=${child}.nodeType==1?"<"+${child}.localName+">"+${walk}(${child})+">":${child}.nodeType==3?'"'+${child}.data:${child}.nodeType==8?"!"+${child}.data:"";return ${out}}`
-    const parsed = `${walk}(new DOMParser().parseFromString(${JSON.stringify(p.engine.html)},"text/html").body)`
+    const walkFn = `function ${walk}(${node}){var ${out}='',${child}=${node}.firstChild;for(;${child};${child}=${child}.nextSibling)${out}+=${child}.nodeType==1?'<'+${child}.localName+'>'+${walk}(${child})+'>':${child}.nodeType==3?String.fromCharCode(34)+${child}.data:${child}.nodeType==8?'!'+${child}.data:'';return ${out}}`
+    const parsed = `${walk}(new DOMParser().parseFromString('${p.engine.html}','text/html').body)`
     const engineRound = emitOps(p.engine.ops, [en0, en1], t)
     // The absorb loops reuse `text`, so the main result moves to `out` first.
     let engine = `var ${en0}=${p.engine.seed[0]},${en1}=${p.engine.seed[1]},${out}=${parsed};`
-    engine += loop(`"${nonce}"`, engineRound) + loop(out, engineRound)
+    engine += emitLoop(text, idx, t, quotedNonce, engineRound) + emitLoop(text, idx, t, out, engineRound)
     engine += emitAvalanche(p.engine.final, [en0, en1])
-    body += `var ${node}=${result};try{${walkFn}${engine}${node}+="."+${hex(en1)}}catch(${child}){}return ${node};`
+    body += `var ${node}=${result};try{${walkFn}${engine}${node}+='.'+${emitHex(en1)}}catch(${child}){}return ${node};`
   } else {
     body += `return ${text};`
   }

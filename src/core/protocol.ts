@@ -257,7 +257,33 @@ export function parseServerMessage(text: string): ServerMessage | null {
   }
 }
 
-/** Serializes a server message; a function so transports never hand-build frames. */
+/** Characters a JSON string must escape, and surrogates (JSON.stringify escapes lone ones). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
+
+/** `value` as a JSON string: quoted as it is when nothing in it needs an escape. */
+function jsonString(value: string): string {
+  return NEEDS_ESCAPE.test(value) ? JSON.stringify(value) : `"${value}"`
+}
+
+/**
+ * Serializes a server message; a function so transports never hand-build frames. The
+ * frames of every handshake (`connection`, a code `challenge`, `verified`) are written as
+ * templates around their strings: the challenge source is a few KB that JSON.stringify would
+ * copy once more only to find nothing to escape (src/core/challenge.ts emits none). The
+ * output is the JSON that JSON.stringify gives, key for key.
+ */
 export function encodeServerMessage(message: ServerMessage): string {
+  switch (message.type) {
+    case 'connection':
+      return `{"type":"connection","connectionId":${jsonString(message.connectionId)}}`
+    case 'verified':
+      if (message.bind !== undefined) break
+      return `{"type":"verified","connectionId":${jsonString(message.connectionId)}}`
+    case 'challenge': {
+      if (message.form !== undefined || !Number.isFinite(message.expiresInMs)) break
+      const pow = message.pow === undefined ? '' : `,"pow":${JSON.stringify(message.pow)}`
+      return `{"type":"challenge","token":${jsonString(message.token)},"code":${jsonString(message.code)},"expiresInMs":${message.expiresInMs}${pow}}`
+    }
+  }
   return JSON.stringify(message)
 }
