@@ -190,7 +190,9 @@ describe('the npm package installed from its tarball', { skip: redisBin.skip }, 
     }
     const stray = files.filter((f) => /^(test|bench|local|infra|scripts|\.ci)\//.test(f) || f.startsWith('dist/aws/') || f.startsWith('src/aws/'))
     assert.deepEqual(stray, [])
-    // TypeScript sources ship only for the declaration maps; nothing at run time imports them.
+    // No TypeScript source and no declaration map ships (the install budget, docs/packaging.md);
+    // nothing at run time imports a .ts file.
+    assert.deepEqual(files.filter((f) => f.startsWith('src/') || f.endsWith('.d.ts.map')), [])
     const js = files.filter((f) => f.startsWith('dist/') && f.endsWith('.js'))
     assert.ok(js.length > 20)
     for (const file of js) {
